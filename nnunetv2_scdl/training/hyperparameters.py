@@ -1,0 +1,79 @@
+"""Trainer hyperparameters as class attributes, overridable by environment variables and printed to the log.
+
+nnU-Net configures trainers by subclassing (``nnUNetTrainer_5epochs`` only changes ``num_epochs``). We keep that idiom:
+every tunable value is a class attribute listed in ``hyperparameters``. For quick experiments without a new class,
+``SCDL_<NAME>`` (the attribute name in upper case) overrides it, e.g. ``SCDL_NUM_ITERATIONS_PER_EPOCH=5``.
+"""
+import os
+from typing import Any, Dict, Tuple
+
+ENV_PREFIX = "SCDL_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_name(attribute: str) -> str:
+    """The environment variable that overrides ``attribute``: ``num_epochs`` → ``SCDL_NUM_EPOCHS``."""
+    return ENV_PREFIX + attribute.upper()
+
+
+def parse_like(default: Any, text: str, variable: str) -> Any:
+    """Parse ``text`` into the type of ``default`` (bool, int, float or str); ``None`` defaults accept a number."""
+    text = text.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float) or default is None:
+            return float(text)
+        return text
+    except ValueError:
+        expected = "bool (1/0/true/false)" if isinstance(default, bool) else \
+            "number" if default is None else type(default).__name__
+        raise ValueError(f"Environment variable {variable}={text!r} is not a valid {expected}.") from None
+
+
+class ConfigurableHyperparameters:
+    """Mixin for nnUNetTrainer subclasses: resolves ``hyperparameters`` from class attributes and ``SCDL_*`` env vars.
+
+    Call :meth:`apply_hyperparameters` at the end of ``__init__``. It sets each value on the instance (so the class
+    attribute wins over the instance attributes nnU-Net's ``__init__`` assigns, e.g. ``num_epochs``) and returns the
+    resolved values with their source.
+    """
+
+    #: names of the class attributes that are hyperparameters; subclasses extend the tuple
+    hyperparameters: Tuple[str, ...] = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch")
+
+    # nnU-Net's defaults, as class attributes so that ``_Xepochs`` variants can override them in one line
+    num_epochs = 1000
+    num_iterations_per_epoch = 250
+    num_val_iterations_per_epoch = 50
+
+    def apply_hyperparameters(self) -> Dict[str, Tuple[Any, str]]:
+        """Resolve, set, print to the training log and return ``{name: (value, source)}``."""
+        resolved = {}
+        for name in self.hyperparameters:
+            default = getattr(type(self), name)
+            variable = env_name(name)
+            if os.environ.get(variable, "").strip():
+                value, source = parse_like(default, os.environ[variable], variable), f"env {variable}"
+            else:
+                value, source = default, "class attribute"
+            setattr(self, name, value)
+            resolved[name] = (value, source)
+        self.resolved_hyperparameters = resolved
+        self.print_to_log_file(self.hyperparameter_report(), add_timestamp=False)
+        self.logger.update_config({"nnunetv2_scdl_hyperparameters": {k: v for k, (v, _) in resolved.items()}})
+        return resolved
+
+    def hyperparameter_report(self) -> str:
+        width = max(len(n) for n in self.resolved_hyperparameters)
+        lines = [f"{type(self).__name__} hyperparameters (class attributes; override with {ENV_PREFIX}<NAME>):"]
+        lines += [f"  {name:<{width}} = {value!r}  [{source}]"
+                  for name, (value, source) in self.resolved_hyperparameters.items()]
+        return "\n".join(lines)

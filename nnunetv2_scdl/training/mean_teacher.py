@@ -1,0 +1,117 @@
+"""``nnUNetTrainerMeanTeacher``: mean-teacher semi-supervised training on nnU-Net's plan-generated U-Net.
+
+The teacher is an exponential moving average of the student (Tarvainen & Valpola, 2017). On each unlabeled patch
+the student sees nnU-Net's full augmentation, the teacher the same spatial augmentation without the photometric
+part (optionally plus Gaussian noise), and the student is trained towards the teacher's prediction.
+
+Inference uses the **teacher**: ``checkpoint_*.pth['network_weights']`` holds the EMA weights, and online
+validation, ``checkpoint_best`` selection and nnU-Net's final validation evaluate the teacher too. An average of
+student weights over the last ~1/(1 − ema_decay) steps is smoother and usually at least as accurate as the last
+student, and it is what the pseudo-labels came from. The student's weights are kept in
+``checkpoint['nnunetv2_scdl']['training_network_weights']`` for ``--c``.
+"""
+import torch
+
+from nnunetv2_scdl.losses.consistency import confident_pseudo_label_loss, softmax_mse_loss
+from nnunetv2_scdl.training.ema import EMATeacher
+from nnunetv2_scdl.training.schedules import sigmoid_rampup
+from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL, split_batch
+
+
+class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
+    """Loss = nnU-Net's Dice+CE on labeled patches + w(t)·consistency on unlabeled patches (full resolution).
+
+    Hyperparameters (class attributes, env ``SCDL_<NAME>``):
+
+    - ``ema_decay`` (0.99): teacher EMA decay α_max.
+    - ``consistency`` ("pseudo_label"): "pseudo_label" = CE against the teacher's argmax where its confidence is at
+      least ``confidence_threshold`` (0.8); "soft" = MSE between softmax outputs.
+    - ``consistency_weight`` (1.0) and ``consistency_rampup_fraction`` (0.2): w(t) = weight·sigmoid_rampup(t, T)
+      with T = fraction × total iterations, so the teacher is trusted only once it has learned something.
+    - ``teacher_input_noise`` (0.0): std of Gaussian noise, clipped to ±2 std, added to the teacher's view.
+    """
+
+    hyperparameters = nnUNetTrainerSSL.hyperparameters + (
+        "ema_decay", "consistency", "confidence_threshold", "consistency_weight", "consistency_rampup_fraction",
+        "teacher_input_noise")
+    ema_decay = 0.99
+    consistency = "pseudo_label"
+    confidence_threshold = 0.8
+    consistency_weight = 1.0
+    consistency_rampup_fraction = 0.2
+    teacher_input_noise = 0.0
+    logged_terms = ("supervised", "consistency", "consistency_weight", "pseudo_label_coverage")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.consistency not in ("pseudo_label", "soft"):
+            raise ValueError(f"consistency must be 'pseudo_label' or 'soft', got {self.consistency!r}")
+        self.teacher = None
+
+    def initialize(self):
+        super().initialize()
+        self.teacher = EMATeacher(self.network, self.ema_decay)
+
+    def inference_network(self):
+        return self.teacher.module
+
+    def after_optimizer_step(self) -> None:
+        self.teacher.update(self.network, self.global_iteration)
+
+    def consistency_ramp(self) -> float:
+        total_iterations = self.num_epochs * self.num_iterations_per_epoch
+        return self.consistency_weight * sigmoid_rampup(self.global_iteration,
+                                                        self.consistency_rampup_fraction * total_iterations)
+
+    def teacher_view(self, teacher_data: torch.Tensor) -> torch.Tensor:
+        if self.teacher_input_noise <= 0:
+            return teacher_data
+        noise = torch.randn_like(teacher_data) * self.teacher_input_noise
+        return teacher_data + noise.clamp(-2 * self.teacher_input_noise, 2 * self.teacher_input_noise)
+
+    def compute_loss(self, data, target, unlabeled):
+        n_labeled = data.shape[0]
+        # one student pass over labeled + unlabeled patches (instance norm: samples do not interact)
+        labeled_output, unlabeled_output = split_batch(self.network(torch.cat((data, unlabeled["data"]))), n_labeled)
+        supervised = self.loss(labeled_output, target)
+        with torch.no_grad():
+            teacher_logits = full_resolution(self.teacher(self.teacher_view(unlabeled["teacher_data"])))
+        student_logits = full_resolution(unlabeled_output)
+        if self.consistency == "pseudo_label":
+            consistency, coverage = confident_pseudo_label_loss(student_logits, teacher_logits,
+                                                                self.confidence_threshold)
+        else:
+            consistency, coverage = softmax_mse_loss(student_logits, teacher_logits), torch.ones(())
+        weight = self.consistency_ramp()
+        terms = {"supervised": supervised.detach(), "consistency": consistency.detach(), "consistency_weight": weight,
+                 "pseudo_label_coverage": coverage}
+        return supervised + weight * consistency, terms
+
+
+class nnUNetTrainerMeanTeacher_1epoch(nnUNetTrainerMeanTeacher):
+    num_epochs = 1
+
+
+class nnUNetTrainerMeanTeacher_5epochs(nnUNetTrainerMeanTeacher):
+    num_epochs = 5
+
+
+class nnUNetTrainerMeanTeacher_10epochs(nnUNetTrainerMeanTeacher):
+    num_epochs = 10
+
+
+class nnUNetTrainerMeanTeacher_50epochs(nnUNetTrainerMeanTeacher):
+    num_epochs = 50
+
+
+class nnUNetTrainerMeanTeacher_100epochs(nnUNetTrainerMeanTeacher):
+    num_epochs = 100
+
+
+class nnUNetTrainerMeanTeacher_250epochs(nnUNetTrainerMeanTeacher):
+    num_epochs = 250
+
+
+class nnUNetTrainerMeanTeacher_500epochs(nnUNetTrainerMeanTeacher):
+    num_epochs = 500

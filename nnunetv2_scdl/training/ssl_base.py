@@ -1,0 +1,310 @@
+"""``nnUNetTrainerSSL``: the base of every semi-supervised trainer in this package.
+
+It keeps nnU-Net's supervised training as it is (plans-generated network, deep supervision, Dice+CE, foreground
+oversampling, poly learning rate, checkpoints) and adds what semi-supervised methods share:
+
+- a second data loader that draws patches of the preprocessed unlabeled cases with nnU-Net's own augmentation, in
+  background workers (single-threaded when ``nnUNet_n_proc_DA=0``), see
+  :mod:`nnunetv2_scdl.data.unlabeled_loader`;
+- a training step built around :meth:`nnUNetTrainerSSL.compute_loss`, the one method a subclass must write;
+- per-epoch logging of the named loss terms (training log and a fourth panel in ``progress.png``), plus the
+  fraction of step time spent waiting for batches;
+- extra checkpoint state (``checkpoint['nnunetv2_scdl']``), restored by ``nnUNetv2_train ... --c``;
+- an optional separate inference network (e.g. an EMA teacher): whatever :meth:`inference_network` returns is what
+  online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use.
+"""
+from contextlib import contextmanager
+from time import perf_counter
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+
+from nnunetv2_scdl.data.unlabeled_loader import UnlabeledDataLoader, build_unlabeled_transforms
+from nnunetv2_scdl.data.unlabeled_preprocessing import assert_unlabeled_preprocessed, get_unlabeled_folder
+from nnunetv2_scdl.training.ema import unwrap_network
+from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters
+from nnunetv2_scdl.training.progress_logging import SSLLocalLogger
+
+CHECKPOINT_KEY = "nnunetv2_scdl"
+Logits = Union[torch.Tensor, List[torch.Tensor]]
+
+
+def split_batch(output: Logits, n_first: int) -> Tuple[Logits, Logits]:
+    """Split network output (a tensor, or nnU-Net's deep-supervision list) into the first ``n_first`` samples and
+    the rest."""
+    if isinstance(output, (list, tuple)):
+        firsts, rests = zip(*(split_batch(o, n_first) for o in output))
+        return list(firsts), list(rests)
+    return output[:n_first], output[n_first:]
+
+
+def full_resolution(output: Logits) -> torch.Tensor:
+    """The highest-resolution logits: nnU-Net's deep-supervision list puts them first."""
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
+    """Base class: labeled batch from nnU-Net's loader plus ``unlabeled_batch_ratio`` × as many unlabeled patches.
+
+    Subclasses implement :meth:`compute_loss` and list the names of the terms it returns in ``logged_terms``. With
+    ``unlabeled_batch_ratio = 1`` and nnU-Net's planned batch size B, each step sees B labeled and B unlabeled patches
+    (the papers use 2 + 2). The planned B was chosen to fit GPU memory for B patches; the student now runs on
+    (1 + ratio)·B, so lower the ratio or the plans' batch size if memory is tight.
+    """
+
+    hyperparameters = ConfigurableHyperparameters.hyperparameters + ("unlabeled_batch_ratio",)
+    unlabeled_batch_ratio = 1.0
+    #: names of the scalar terms returned by compute_loss, logged per epoch and drawn in progress.png
+    logged_terms: Tuple[str, ...] = ("supervised",)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.reject_unsupported_setups()
+        self.logger.local_logger = SSLLocalLogger()
+        self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",))
+        self.apply_hyperparameters()
+        if self.unlabeled_batch_ratio <= 0:
+            raise ValueError(f"unlabeled_batch_ratio must be > 0, got {self.unlabeled_batch_ratio}")
+        self.dataloader_unlabeled = None
+        self.global_iteration = 0  # optimiser steps done, across epochs and resumes; ramps are functions of it
+        self._previous_step_end = None
+        self._split_keys = None
+
+    # ---------------------------------------------------------------------------------------------- setup checks
+    def reject_unsupported_setups(self) -> None:
+        if self.label_manager.has_regions:
+            raise NotImplementedError(f"{type(self).__name__} does not support region-based training: its "
+                                      f"pseudo-labels assume one softmax over mutually exclusive classes.")
+        if self.is_cascaded:
+            raise NotImplementedError(f"{type(self).__name__} does not support the cascade (3d_cascade_fullres): "
+                                      f"unlabeled cases have no previous-stage predictions. Train 3d_fullres or "
+                                      f"3d_lowres instead.")
+        if self.is_ddp:
+            raise NotImplementedError(f"{type(self).__name__} does not support multi-GPU (DDP) training yet; run "
+                                      f"nnUNetv2_train with one GPU.")
+
+    @property
+    def unlabeled_batch_size(self) -> int:
+        return max(1, round(self.batch_size * self.unlabeled_batch_ratio))
+
+    # ---------------------------------------------------------------------------------------------- data
+    def do_split(self):
+        if self._split_keys is None:
+            self._split_keys = super().do_split()
+        return self._split_keys
+
+    def unlabeled_identifiers(self, folder: str) -> List[str]:
+        """Cases in the preprocessed unlabeled folder that this fold may use.
+
+        A benchmark split (``nnUNetv2_scdl_make_split``) lists the fold's unlabeled cases in ``splits_final.json``;
+        then only those are used. Otherwise every preprocessed unlabeled case is. Either way none of them may be a
+        training or validation case of the fold.
+        """
+        available = nnUNetDatasetBlosc2.get_identifiers(folder)
+        tr_keys, val_keys = self.do_split()
+        identifiers = available
+        splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        if self.fold != "all" and isfile(splits_file):
+            splits = load_json(splits_file)
+            if self.fold < len(splits) and "unlabeled" in splits[self.fold]:
+                wanted = splits[self.fold]["unlabeled"]
+                missing = sorted(set(wanted) - set(available))
+                if missing:
+                    raise FileNotFoundError(
+                        f"{splits_file} lists {len(missing)} unlabeled case(s) for fold {self.fold} that are not "
+                        f"preprocessed in {folder} (e.g. {missing[:3]}). Run nnUNetv2_scdl_preprocess_unlabeled "
+                        f"-d {self.plans_manager.dataset_name} -c {self.configuration_name} "
+                        f"-p {self.plans_manager.plans_name} again.")
+                identifiers = list(wanted)
+        leaked = sorted(set(identifiers) & (set(tr_keys) | set(val_keys)))
+        if leaked:
+            raise RuntimeError(f"Unlabeled cases {leaked[:5]} are also training/validation cases of fold {self.fold}. "
+                               f"An unlabeled case must not be a labeled one: fix splits_final.json or the "
+                               f"imagesUnlabeled folder, then rerun nnUNetv2_scdl_preprocess_unlabeled.")
+        if not identifiers:
+            raise FileNotFoundError(f"No unlabeled cases for fold {self.fold} in {folder}.")
+        return identifiers
+
+    def get_unlabeled_dataloader(self):
+        folder = get_unlabeled_folder(self.preprocessed_dataset_folder_base, self.configuration_manager.data_identifier)
+        assert_unlabeled_preprocessed(folder)
+        identifiers = self.unlabeled_identifiers(folder)
+        self.print_to_log_file(f"Unlabeled cases: {len(identifiers)} from {folder}; unlabeled batch size "
+                               f"{self.unlabeled_batch_size} (labeled: {self.batch_size})")
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        training_transforms = self.get_training_transforms(
+            self.configuration_manager.patch_size, rotation, None, mirror_axes, dummy_2d,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm)
+        loader = UnlabeledDataLoader(nnUNetDatasetBlosc2(folder, identifiers), self.unlabeled_batch_size,
+                                     initial_patch_size, self.configuration_manager.patch_size, self.label_manager,
+                                     build_unlabeled_transforms(training_transforms))
+        workers = get_allowed_n_proc_DA()
+        if workers == 0:
+            augmenter = SingleThreadedAugmenter(loader, None)
+        else:
+            augmenter = NonDetMultiThreadedAugmenter(loader, None, num_processes=workers,
+                                                     num_cached=max(6, workers // 2), seeds=None,
+                                                     pin_memory=self.device.type == "cuda", wait_time=0.002)
+        next(augmenter)  # start the workers now rather than in the first training step
+        return augmenter
+
+    def get_dataloaders(self):
+        dataloaders = super().get_dataloaders()
+        self.dataloader_unlabeled = self.get_unlabeled_dataloader()
+        return dataloaders
+
+    def on_train_end(self):
+        super().on_train_end()
+        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
+            self.dataloader_unlabeled._finish()
+        self.dataloader_unlabeled = None
+
+    # ---------------------------------------------------------------------------------------------- training step
+    def compute_loss(self, data: torch.Tensor, target: Logits, unlabeled: Dict[str, torch.Tensor]
+                     ) -> Tuple[torch.Tensor, Dict[str, Union[float, torch.Tensor]]]:
+        """Return the total loss and the named terms listed in ``logged_terms``.
+
+        ``data``/``target`` are nnU-Net's labeled batch (target is a deep-supervision list when DS is on);
+        ``unlabeled`` has ``data`` (student view) and ``teacher_data`` (same patch without photometric
+        augmentation), already on the device. Runs under nnU-Net's autocast.
+        """
+        raise NotImplementedError
+
+    def autocast(self):
+        # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on MPS)
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward pass, gradient clipping at norm 12 and optimiser step, with AMP scaling on CUDA (as nnU-Net)."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+
+    def after_optimizer_step(self) -> None:
+        """Hook after each optimiser step (EMA updates etc.); ``global_iteration`` already counts this step."""
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._previous_step_end = perf_counter()
+
+    def train_step(self, batch: dict) -> dict:
+        # the labeled batch was fetched by nnU-Net's loop between the previous step and this one
+        started = perf_counter()
+        unlabeled = next(self.dataloader_unlabeled)
+        fetched = perf_counter()
+        previous_end = self._previous_step_end if self._previous_step_end is not None else started
+        waited = (started - previous_end) + (fetched - started)
+
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        unlabeled = {k: unlabeled[k].to(self.device, non_blocking=True) for k in ("data", "teacher_data")}
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss, terms = self.compute_loss(data, target, unlabeled)
+        self.optimizer_step(loss)
+        self.global_iteration += 1
+        self.after_optimizer_step()
+
+        ended = perf_counter()
+        cycle = ended - previous_end
+        self._previous_step_end = ended
+        outputs = {name: float(value) for name, value in terms.items()}
+        outputs.update(loss=loss.detach().cpu().numpy(), data_wait_s=waited, step_s=cycle)
+        return outputs
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        summary = []
+        for name in self.logged_terms:
+            value = float(np.mean([o[name] for o in train_outputs if name in o])) \
+                if any(name in o for o in train_outputs) else float("nan")
+            self.logger.log(name, value, self.current_epoch)
+            summary.append(f"{name} {value:.4g}")
+        wait_fraction = sum(o["data_wait_s"] for o in train_outputs) / max(sum(o["step_s"] for o in train_outputs),
+                                                                            1e-12)
+        self.logger.log("data_wait_fraction", wait_fraction, self.current_epoch)
+        self.print_to_log_file("ssl terms: " + ", ".join(summary))
+        self.print_to_log_file(f"waiting for batches: {100 * wait_fraction:.1f}% of step time")
+
+    # ---------------------------------------------------------------------------------------------- inference net
+    def inference_network(self) -> nn.Module:
+        """The module whose weights inference should use; saved as ``checkpoint['network_weights']``."""
+        return unwrap_network(self.network)
+
+    @contextmanager
+    def evaluating_inference_network(self):
+        """Temporarily make :meth:`inference_network` ``self.network``, so nnU-Net's validation code evaluates it."""
+        inference = self.inference_network()
+        if inference is unwrap_network(self.network):
+            yield
+            return
+        training_network, self.network = self.network, inference
+        try:
+            yield
+        finally:
+            self.network = training_network
+
+    def validation_step(self, batch: dict) -> dict:
+        with self.evaluating_inference_network():
+            return super().validation_step(batch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        with self.evaluating_inference_network():
+            super().perform_actual_validation(save_probabilities)
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def extra_checkpoint_state(self) -> dict:
+        """State beyond nnU-Net's (teacher, second network, running weights, counters). Extend with super()."""
+        state = {"global_iteration": self.global_iteration}
+        training_network = unwrap_network(self.network)
+        if self.inference_network() is not training_network:
+            # network_weights holds the inference network; resuming needs the trained one too
+            state["training_network_weights"] = training_network.state_dict()
+        return state
+
+    def load_extra_checkpoint_state(self, state: dict) -> None:
+        self.global_iteration = state["global_iteration"]
+        if "training_network_weights" in state:
+            unwrap_network(self.network).load_state_dict(state["training_network_weights"])
+
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return
+        # nnU-Net builds and writes its checkpoint dict in one go; add our state to the file it wrote
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        checkpoint["network_weights"] = self.inference_network().state_dict()
+        checkpoint[CHECKPOINT_KEY] = self.extra_checkpoint_state()
+        torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+            torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        if CHECKPOINT_KEY not in checkpoint:
+            raise RuntimeError(f"This checkpoint has no '{CHECKPOINT_KEY}' state, so it was not written by an "
+                               f"nnunetv2_scdl semi-supervised trainer and {type(self).__name__} cannot resume it. "
+                               f"To start from its weights use nnUNetv2_train ... -pretrained_weights instead.")
+        self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",))
+        self.load_extra_checkpoint_state(checkpoint[CHECKPOINT_KEY])
