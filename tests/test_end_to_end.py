@@ -1,0 +1,107 @@
+"""End to end through nnU-Net's real command lines:
+
+plan_and_preprocess (fixture) → unlabeled preprocessing → nnUNetv2_train (SSL trainer, 2 short epochs, CPU)
+→ ``--c`` resume → nnUNetv2_predict; plus benchmark mode with the unlabeled cases' labels destroyed first.
+"""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_scdl.cli.trainers_path import trainers_dir
+
+TRAINER = "nnUNetTrainerMeanTeacher"
+
+
+def training_env(num_epochs: int, iterations: int = 3) -> dict:
+    return {
+        "nnUNet_extTrainer": str(trainers_dir()),
+        "nnUNet_compile": "f",
+        "nnUNet_n_proc_DA": "0",
+        "SCDL_NUM_EPOCHS": str(num_epochs),
+        "SCDL_NUM_ITERATIONS_PER_EPOCH": str(iterations),
+        "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
+    }
+
+
+def train(run_console, dataset, num_epochs, *extra, trainer=TRAINER, check=True):
+    return run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                          "-p", dataset.cpu_plans, "-device", "cpu", *extra],
+                       env=training_env(num_epochs), check=check)
+
+
+def fold_folder(dataset, trainer=TRAINER):
+    return dataset.results_folder / f"{trainer}__{dataset.cpu_plans}__{dataset.configuration}" / "fold_0"
+
+
+def load_checkpoint(folder, name="checkpoint_final.pth"):
+    return torch.load(folder / name, map_location="cpu", weights_only=False)
+
+
+def test_mean_teacher_train_resume_predict(phantom_copy, run_console, tmp_path):
+    dataset = phantom_copy()
+    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
+                                                       "-p", dataset.cpu_plans, "-np", 1])
+    train(run_console, dataset, num_epochs=2)
+    folder = fold_folder(dataset)
+    first = load_checkpoint(folder)
+    assert first["trainer_name"] == TRAINER and first["current_epoch"] == 2
+    state = first["nnunetv2_scdl"]
+    assert state["global_iteration"] == 2 * 3
+    # network_weights (what nnUNetv2_predict loads) is the EMA teacher; the student is kept for --c
+    key = next(k for k in first["network_weights"] if k.endswith("weight"))
+    assert not torch.equal(first["network_weights"][key], state["training_network_weights"][key])
+    assert len(first["logging"]["consistency"]) == 2 and len(first["logging"]["data_wait_fraction"]) == 2
+    assert (folder / "progress.png").is_file()
+    log = "".join(p.read_text() for p in folder.glob("training_log_*.txt"))
+    assert "ssl terms: supervised" in log and "SCDL_<NAME>" in log and "waiting for batches" in log
+
+    # resume: epoch 2 only, with the student, teacher, counters and curves restored
+    result = train(run_console, dataset, 3, "--c")
+    resumed = load_checkpoint(folder)
+    assert resumed["current_epoch"] == 3 and resumed["nnunetv2_scdl"]["global_iteration"] == 3 * 3
+    assert "Epoch 2" in result.stdout and "Epoch 0\n" not in result.stdout and "Epoch 1\n" not in result.stdout
+    assert resumed["logging"]["consistency"][:2] == first["logging"]["consistency"]
+    assert len(resumed["logging"]["consistency"]) == 3
+
+    output = tmp_path / "predictions"
+    run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
+                                     "-c", dataset.configuration, "-tr", TRAINER, "-p", dataset.cpu_plans, "-f", 0,
+                                     "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1],
+                env=training_env(3))
+    for case in dataset.test:
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" / f"{case}.nii.gz")))
+        assert prediction.shape == reference.shape
+        assert set(np.unique(prediction)) <= {0, 1, 2, 3}
+
+
+def test_ssl_trainer_without_preprocessed_unlabeled_data_fails_clearly(phantom_copy, run_console):
+    dataset = phantom_copy()
+    result = train(run_console, dataset, 1, check=False)
+    assert result.returncode != 0
+    assert "nnUNetv2_scdl_preprocess_unlabeled" in result.stdout
+
+
+def test_benchmark_mode_never_reads_unlabeled_labels(phantom_copy, run_console):
+    """Benchmark mode on the labeled cases: the labels of the 'unlabeled' ones are destroyed, and training works."""
+    dataset = phantom_copy()
+    cases = sorted(dataset.labeled)
+    split_file = dataset.preprocessed_folder / "benchmark_split.json"
+    split = {"labeled": cases[:2], "unlabeled": cases[2:5], "val": cases[5:]}
+    split_file.write_text(json.dumps(split))
+    run_console("nnUNetv2_scdl_make_split", ["-d", dataset.dataset_id, "--split", split_file])
+    for case in split["unlabeled"]:
+        (dataset.raw_folder / "labelsTr" / f"{case}.nii.gz").write_bytes(b"not a label file")
+        (dataset.labeled_data_folder / f"{case}_seg.b2nd").unlink()
+    # only the benchmark cases: imagesUnlabeled is emptied so the split is the one source
+    for image in (dataset.raw_folder / "imagesUnlabeled").iterdir():
+        image.unlink()
+    (dataset.raw_folder / "imagesUnlabeled").rmdir()
+    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
+                                                       "-p", dataset.cpu_plans, "-np", 1])
+    result = train(run_console, dataset, 1)
+    assert "Unlabeled cases: 3" in result.stdout
+    assert load_checkpoint(fold_folder(dataset))["nnunetv2_scdl"]["global_iteration"] == 3
