@@ -29,6 +29,7 @@ setup(
         "numpy",
         "tqdm",
         "matplotlib",
+        "monai>=1.5",  # surface distances for the evaluator (imported lazily)
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={
