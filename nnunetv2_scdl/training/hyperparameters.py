@@ -47,12 +47,14 @@ class ConfigurableHyperparameters:
     """
 
     #: names of the class attributes that are hyperparameters; subclasses extend the tuple
-    hyperparameters: Tuple[str, ...] = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch")
+    hyperparameters: Tuple[str, ...] = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
+                                        "save_every")
 
     # nnU-Net's defaults, as class attributes so that ``_Xepochs`` variants can override them in one line
     num_epochs = 1000
     num_iterations_per_epoch = 250
     num_val_iterations_per_epoch = 50
+    save_every = 50  # epochs between checkpoint_latest.pth writes
 
     def apply_hyperparameters(self) -> Dict[str, Tuple[Any, str]]:
         """Resolve, set, print to the training log and return ``{name: (value, source)}``."""
