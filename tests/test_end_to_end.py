@@ -44,7 +44,7 @@ def test_mean_teacher_train_resume_predict(phantom_copy, run_console, tmp_path):
     dataset = phantom_copy()
     run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
                                                        "-p", dataset.cpu_plans, "-np", 1])
-    train(run_console, dataset, num_epochs=2)
+    train(run_console, dataset, 2, "--npz")
     folder = fold_folder(dataset)
     first = load_checkpoint(folder)
     assert first["trainer_name"] == TRAINER and first["current_epoch"] == 2
@@ -59,12 +59,17 @@ def test_mean_teacher_train_resume_predict(phantom_copy, run_console, tmp_path):
     assert "ssl terms: supervised" in log and "SCDL_<NAME>" in log and "waiting for batches" in log
 
     # resume: epoch 2 only, with the student, teacher, counters and curves restored
-    result = train(run_console, dataset, 3, "--c")
+    result = train(run_console, dataset, 3, "--c", "--npz")
     resumed = load_checkpoint(folder)
     assert resumed["current_epoch"] == 3 and resumed["nnunetv2_scdl"]["global_iteration"] == 3 * 3
     assert "Epoch 2" in result.stdout and "Epoch 0\n" not in result.stdout and "Epoch 1\n" not in result.stdout
     assert resumed["logging"]["consistency"][:2] == first["logging"]["consistency"]
     assert len(resumed["logging"]["consistency"]) == 3
+
+    # nnU-Net's model selection reads the validation results of our trainer like any other
+    selection = run_console("nnUNetv2_find_best_configuration", [dataset.dataset_id, "-c", dataset.configuration,
+                                                                 "-tr", TRAINER, "-p", dataset.cpu_plans, "-f", 0])
+    assert f"*Best*: {TRAINER}__{dataset.cpu_plans}__{dataset.configuration}" in selection.stdout
 
     output = tmp_path / "predictions"
     run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
@@ -105,3 +110,23 @@ def test_benchmark_mode_never_reads_unlabeled_labels(phantom_copy, run_console):
     result = train(run_console, dataset, 1)
     assert "Unlabeled cases: 3" in result.stdout
     assert load_checkpoint(fold_folder(dataset))["nnunetv2_scdl"]["global_iteration"] == 3
+
+
+def test_scdl_mean_teacher_checkpoint_predicts_deterministically(phantom_copy, run_console, tmp_path):
+    """nnUNetv2_predict rebuilds the SCDL network from the trainer class and loads the trained proxies."""
+    trainer = "nnUNetTrainerSCDL_MT"
+    dataset = phantom_copy()
+    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
+                                                       "-p", dataset.cpu_plans, "-np", 1])
+    train(run_console, dataset, 1, trainer=trainer)
+    weights = load_checkpoint(fold_folder(dataset, trainer))["network_weights"]
+    assert any(k.startswith("scdl.") for k in weights), "the inference network must carry SCDL"
+    predictions = []
+    for attempt in ("first", "second"):
+        output = tmp_path / attempt
+        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
+                                         "-c", dataset.configuration, "-tr", trainer, "-p", dataset.cpu_plans,
+                                         "-f", 0, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1,
+                                         "--save_probabilities"], env=training_env(1))
+        predictions.append(np.load(output / f"{dataset.test[0]}.npz")["probabilities"])
+    assert np.array_equal(predictions[0], predictions[1]), "eval-mode SCDL priors must be deterministic"

@@ -3,11 +3,14 @@ import copy
 import json
 
 import pytest
+import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.mean_teacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_5epochs
+from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 from nnunetv2_scdl.training.ssl_base import full_resolution, split_batch
 
 
@@ -16,6 +19,24 @@ def make_trainer(dataset, trainer_class=nnUNetTrainerMeanTeacher, dataset_json=N
     plans["continue_training"] = False  # nnU-Net's run_training injects this key
     dataset_json = dataset_json or load_json(str(dataset.preprocessed_folder / "dataset.json"))
     return trainer_class(plans, dataset.configuration, fold, dataset_json, torch.device("cpu"))
+
+
+def add_ignore_label(dataset, run_console):
+    """Mark the first two slices of every training label as nnU-Net's ignore label and preprocess again."""
+    dataset_json = load_json(str(dataset.raw_folder / "dataset.json"))
+    ignore = max(dataset_json["labels"].values()) + 1
+    dataset_json["labels"]["ignore"] = ignore
+    for folder in (dataset.raw_folder, dataset.preprocessed_folder):
+        (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    for label_file in (dataset.raw_folder / "labelsTr").glob("*.nii.gz"):
+        image = sitk.ReadImage(str(label_file))
+        labels = sitk.GetArrayFromImage(image)
+        labels[:2] = ignore
+        painted = sitk.GetImageFromArray(labels)
+        painted.CopyInformation(image)
+        sitk.WriteImage(painted, str(label_file))
+    run_console("nnUNetv2_preprocess", ["-d", dataset.dataset_id, "-c", dataset.configuration, "-np", 1],
+                env={"nnUNet_n_proc_DA": "1"})
 
 
 def test_split_batch_and_full_resolution():
@@ -65,12 +86,21 @@ def test_missing_unlabeled_data_names_the_command(phantom_copy):
         trainer.get_unlabeled_dataloader()
 
 
-def test_training_steps_update_teacher_and_log_terms(phantom_copy, monkeypatch):
+@pytest.mark.parametrize("trainer_class,ignore_label", [(nnUNetTrainerMeanTeacher, False),
+                                                        (nnUNetTrainerMeanTeacher, True),
+                                                        (nnUNetTrainerSCDL_MT, False)],
+                         ids=["mean_teacher", "mean_teacher_ignore_label", "scdl_mean_teacher"])
+def test_training_steps_update_teacher_and_log_terms(phantom_copy, run_console, monkeypatch, trainer_class,
+                                                     ignore_label):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     dataset = phantom_copy()
     preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
                          verbose=False)
-    trainer = make_trainer(dataset)
+    if ignore_label:
+        add_ignore_label(dataset, run_console)
+    dataset_json = load_json(str(dataset.preprocessed_folder / "dataset.json"))
+    trainer = make_trainer(dataset, trainer_class, dataset_json=dataset_json)
+    assert trainer.label_manager.has_ignore_label == ignore_label
     trainer.initialize()
     trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
     teacher_before = copy.deepcopy(trainer.teacher.state_dict())
@@ -81,10 +111,18 @@ def test_training_steps_update_teacher_and_log_terms(phantom_copy, monkeypatch):
     assert all(0 <= o["data_wait_s"] <= o["step_s"] for o in outputs)
     moved = [k for k, v in trainer.teacher.state_dict().items() if not torch.equal(v, teacher_before[k])]
     assert moved, "the EMA teacher did not follow the student"
-    # the total is the supervised term plus the ramped consistency term
+    # the total is the supervised term plus the ramped consistency term (plus SCDL's weighted terms)
     o = outputs[-1]
-    assert float(o["loss"]) == pytest.approx(o["supervised"] + o["consistency_weight"] * o["consistency"], rel=1e-4)
+    expected = o["supervised"] + o["consistency_weight"] * o["consistency"]
+    if trainer_class is nnUNetTrainerSCDL_MT:
+        assert isinstance(trainer.network, SCDLUNet) and isinstance(trainer.teacher.module, SCDLUNet)
+        ramp = o["consistency_weight"] / trainer.consistency_weight  # the ramp at the time of that step
+        expected += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+                           + o["scdl_sac"])
+        assert all(torch.isfinite(torch.tensor(o[k])) for k in o if k.startswith("scdl_"))
+    assert float(o["loss"]) == pytest.approx(expected, rel=1e-4)
     trainer.on_train_epoch_end(outputs)
-    assert len(trainer.logger.get_value("consistency", None)) == 1
+    for name in trainer.logged_terms:
+        assert len(trainer.logger.get_value(name, None)) == 1, name
     assert trainer.inference_network() is trainer.teacher.module
     trainer.on_train_end()

@@ -59,10 +59,10 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
     def after_optimizer_step(self) -> None:
         self.teacher.update(self.network, self.global_iteration)
 
-    def consistency_ramp(self) -> float:
+    def rampup(self) -> float:
+        """sigmoid_rampup(t, T) in [0, 1], T = consistency_rampup_fraction × all iterations of the run."""
         total_iterations = self.num_epochs * self.num_iterations_per_epoch
-        return self.consistency_weight * sigmoid_rampup(self.global_iteration,
-                                                        self.consistency_rampup_fraction * total_iterations)
+        return sigmoid_rampup(self.global_iteration, self.consistency_rampup_fraction * total_iterations)
 
     def teacher_view(self, teacher_data: torch.Tensor) -> torch.Tensor:
         if self.teacher_input_noise <= 0:
@@ -73,7 +73,8 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
     def compute_loss(self, data, target, unlabeled):
         n_labeled = data.shape[0]
         # one student pass over labeled + unlabeled patches (instance norm: samples do not interact)
-        labeled_output, unlabeled_output = split_batch(self.network(torch.cat((data, unlabeled["data"]))), n_labeled)
+        outputs, aux = self.forward_student(torch.cat((data, unlabeled["data"])))
+        labeled_output, unlabeled_output = split_batch(outputs, n_labeled)
         supervised = self.loss(labeled_output, target)
         with torch.no_grad():
             teacher_logits = full_resolution(self.teacher(self.teacher_view(unlabeled["teacher_data"])))
@@ -83,10 +84,11 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
                                                                 self.confidence_threshold)
         else:
             consistency, coverage = softmax_mse_loss(student_logits, teacher_logits), torch.ones(())
-        weight = self.consistency_ramp()
+        weight = self.consistency_weight * self.rampup()
+        auxiliary, auxiliary_terms = self.auxiliary_loss(aux, target, n_labeled)
         terms = {"supervised": supervised.detach(), "consistency": consistency.detach(), "consistency_weight": weight,
-                 "pseudo_label_coverage": coverage}
-        return supervised + weight * consistency, terms
+                 "pseudo_label_coverage": coverage, **auxiliary_terms}
+        return supervised + weight * consistency + auxiliary, terms
 
 
 class nnUNetTrainerMeanTeacher_1epoch(nnUNetTrainerMeanTeacher):

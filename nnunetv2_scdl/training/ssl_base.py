@@ -181,6 +181,19 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         """
         raise NotImplementedError
 
+    def rampup(self) -> float:
+        """The method's ramp-up factor in [0, 1] for terms that trust the model's own predictions (1 = no ramp)."""
+        return 1.0
+
+    def forward_student(self, inputs: torch.Tensor) -> Tuple[Logits, object]:
+        """The training network's forward on a batch: ``(outputs, aux)``. ``aux`` is whatever
+        :meth:`auxiliary_loss` needs (None here); add-ons such as SCDL override both."""
+        return self.network(inputs), None
+
+    def auxiliary_loss(self, aux, target: Logits, n_labeled: int) -> Tuple[Union[float, torch.Tensor], dict]:
+        """Loss terms an add-on (e.g. SCDL) puts on top of the host method: ``(weighted sum, named terms)``."""
+        return 0.0, {}
+
     def autocast(self):
         # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on MPS)
         return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()

@@ -1,0 +1,358 @@
+"""``nnUNetv2_scdl_demo``: the whole pipeline on a small synthetic dataset, on a CPU, in a few minutes.
+
+    nnUNetv2_scdl_demo                              # ./nnunetv2_scdl_demo (or _2, _3, ... if it exists)
+    nnUNetv2_scdl_demo --workdir /tmp/demo --epochs 5 --iterations 10
+    nnUNetv2_scdl_demo --trainers nnUNetTrainerSupervised nnUNetTrainerMeanTeacher
+
+Steps, each a real nnU-Net (or nnunetv2_scdl) command run as a subprocess with nnUNet_raw/_preprocessed/_results
+inside the work dir, its output logged to ``<workdir>/logs/``:
+
+1. generate a class-imbalanced phantom dataset (:mod:`nnunetv2_scdl.data.phantoms`): labeled, unlabeled
+   (``imagesUnlabeled``) and test cases;
+2. ``nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres --verify_dataset_integrity``;
+3. derive small CPU plans ``nnUNetPlans_cpu`` (:mod:`nnunetv2_scdl.data.cpu_plans`);
+4. ``nnUNetv2_scdl_preprocess_unlabeled -d ID -c 3d_fullres -p nnUNetPlans_cpu``;
+5. ``nnUNetv2_train ID 3d_fullres 0 -tr TRAINER -p nnUNetPlans_cpu -device cpu`` for each trainer, with
+   ``nnUNet_extTrainer`` set to this package's trainers and the budget in ``SCDL_NUM_EPOCHS``,
+   ``SCDL_NUM_ITERATIONS_PER_EPOCH`` and ``SCDL_NUM_VAL_ITERATIONS_PER_EPOCH``;
+6. ``nnUNetv2_predict`` on ``imagesTs`` for each trainer;
+7. per-class Dice on the test cases (nnU-Net's own ``compute_metrics``), printed and written to
+   ``<workdir>/results.md`` and ``<workdir>/results.json``.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_TRAINERS = ("nnUNetTrainerSupervised", "nnUNetTrainerMeanTeacher")
+DATASET_NAME = "PhantomDemo"
+CONFIGURATION = "3d_fullres"
+SOURCE_PLANS = "nnUNetPlans"
+CPU_PLANS = "nnUNetPlans_cpu"
+FOLD = "0"
+# our console scripts, for a source checkout that is not pip-installed (same targets as setup.py)
+_OWN_CONSOLE_SCRIPTS = {
+    "nnUNetv2_scdl_preprocess_unlabeled": "nnunetv2_scdl.cli.preprocess_unlabeled:main",
+    "nnUNetv2_scdl_make_split": "nnunetv2_scdl.cli.make_split:main",
+    "nnUNetv2_scdl_trainers_path": "nnunetv2_scdl.cli.trainers_path:main",
+    "nnUNetv2_scdl_demo": "nnunetv2_scdl.cli.demo:main",
+}
+# nnU-Net training lines worth echoing while a trainer runs
+_TRAINING_PROGRESS = re.compile(r"(Epoch \d+$|_loss|Pseudo dice|Epoch time|ssl terms)")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+: ")  # nnU-Net's print_to_log_file prefix
+_LOG_TAIL_LINES = 40
+
+
+class DemoStepError(RuntimeError):
+    """A step of the demo failed; the message holds the tail of its log."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# running console commands
+# ----------------------------------------------------------------------------------------------------------------------
+def console_command(name: str) -> List[str]:
+    """``[python, -c, ...]`` running the console script ``name`` with this interpreter.
+
+    Resolved through the installed entry points (nnU-Net's, ours when installed), so the right Python runs even when
+    several environments are on PATH; our own scripts also work from an uninstalled source checkout.
+    """
+    found = entry_points(group="console_scripts", name=name)
+    target = next(iter(found)).value if found else _OWN_CONSOLE_SCRIPTS.get(name)
+    if target is None:
+        raise DemoStepError(f"Console script {name} not found. Is nnunetv2 installed in {sys.executable}?")
+    module, function = target.split(":")
+    code = f"import sys; from {module} import {function} as f; sys.argv[0] = {name!r}; sys.exit(f())"
+    return [sys.executable, "-c", code]
+
+
+def display_command(command: Sequence[str]) -> str:
+    """``command`` as a user would type it (the console script's name instead of ``python -c ...``)."""
+    if len(command) >= 3 and command[1] == "-c":
+        match = re.search(r"sys\.argv\[0\] = '([^']+)'", command[2])
+        if match:
+            return " ".join([match.group(1)] + list(command[3:]))
+    return " ".join(command)
+
+
+def source_checkout_pythonpath(environ: Dict[str, str]) -> Dict[str, str]:
+    """Copy of ``environ`` whose PYTHONPATH also finds this package when it runs from a source checkout."""
+    environ = dict(environ)
+    repo_root = Path(__file__).resolve().parents[2]
+    if (repo_root / "setup.py").is_file():
+        parts = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(repo_root) not in parts:
+            environ["PYTHONPATH"] = os.pathsep.join([str(repo_root)] + parts)
+    return environ
+
+
+def tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file (progress-bar carriage returns folded)."""
+    if not path.is_file():
+        return "(no log written)"
+    with open(path, encoding="utf-8", errors="replace") as f:
+        last = deque((line.rstrip("\n").split("\r")[-1] for line in f), maxlen=lines)
+    return "\n".join(last)
+
+
+def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, echo: Optional[re.Pattern] = None,
+               verbose: bool = False, cwd: Optional[str] = None) -> None:
+    """Run ``command``, writing stdout+stderr to ``log_file``; echo lines matching ``echo`` (all if ``verbose``).
+
+    Raises :class:`DemoStepError` with the tail of the log if the command fails.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: follow it live
+        log.write("$ " + display_command(command) + "\n")
+        log.flush()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace", bufsize=1)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                text = _TIMESTAMP.sub("", line.rstrip("\n").split("\r")[-1].strip())
+                if text and (verbose or (echo is not None and echo.search(text))):
+                    print("      " + text, flush=True)
+            returncode = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if returncode != 0:
+        raise DemoStepError(f"Command failed (exit code {returncode}): {display_command(command)}\n"
+                            f"Log: {log_file}\n--- last lines ---\n{tail(log_file)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+def dice_per_class(reference_folder: Path, prediction_folder: Path, labels: Dict[str, int],
+                   file_ending: str = ".nii.gz") -> Dict[str, object]:
+    """Mean Dice per foreground class over the reference cases, with nnU-Net's ``compute_metrics``.
+
+    Returns ``{"per_class": {name: dice}, "mean": dice, "per_case": {case: {name: dice}}}``. A class absent from both
+    reference and prediction is left out of the means (nnU-Net reports NaN for it).
+    """
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    foreground = {name: value for name, value in labels.items() if value != 0}
+    per_case = {}
+    for reference in sorted(reference_folder.glob("*" + file_ending)):
+        case = reference.name[:-len(file_ending)]
+        prediction = prediction_folder / reference.name
+        if not prediction.is_file():
+            raise DemoStepError(f"No prediction {prediction} for test case {case}.")
+        metrics = compute_metrics(str(reference), str(prediction), SimpleITKIO(), list(foreground.values()))
+        per_case[case] = {name: float(metrics["metrics"][value]["Dice"]) for name, value in foreground.items()}
+    per_class = {name: float(np.nanmean([d[name] for d in per_case.values()])) for name in foreground}
+    return {"per_class": per_class, "mean": float(np.mean(list(per_class.values()))), "per_case": per_case}
+
+
+def results_table(results: Dict[str, dict], class_names: Sequence[str]) -> str:
+    """Markdown table: one row per trainer, Dice per class and their mean."""
+    header = "| trainer | " + " | ".join(class_names) + " | mean |"
+    rule = "|---|" + "---:|" * (len(class_names) + 1)
+    rows = [f"| {trainer} | " + " | ".join(f"{r['per_class'][c]:.3f}" for c in class_names) + f" | {r['mean']:.3f} |"
+            for trainer, r in results.items()]
+    return "\n".join([header, rule] + rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the demo
+# ----------------------------------------------------------------------------------------------------------------------
+def fresh_workdir(requested: Optional[str]) -> Path:
+    """The work dir: ``requested`` (must be absent or empty), else the first free ``./nnunetv2_scdl_demo[_N]``."""
+    if requested is not None:
+        path = Path(requested).resolve()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DemoStepError(f"--workdir {path} exists and is not empty; choose a new folder.")
+        return path
+    base = Path.cwd() / "nnunetv2_scdl_demo"
+    path, counter = base, 2
+    while path.exists():
+        path, counter = Path(f"{base}_{counter}"), counter + 1
+    return path
+
+
+class StepClock:
+    """Prints ``[step i/n] title`` and the elapsed time of each step and of the whole demo."""
+
+    def __init__(self, total_steps: int):
+        self.total_steps, self.index, self.start = total_steps, 0, time.monotonic()
+        self.durations: Dict[str, float] = {}
+
+    def run(self, title: str, function, *args, **kwargs):
+        self.index += 1
+        print(f"[step {self.index}/{self.total_steps}] {title} ...", flush=True)
+        started = time.monotonic()
+        result = function(*args, **kwargs)
+        took = time.monotonic() - started
+        self.durations[title] = round(took, 1)
+        print(f"[step {self.index}/{self.total_steps}] done in {took:.1f} s (total {self.elapsed()})", flush=True)
+        return result
+
+    def elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.start)
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_scdl_demo",
+        description="Generate a small class-imbalanced phantom dataset, plan and preprocess it with nnU-Net, "
+                    "preprocess its unlabeled images, train a supervised and a semi-supervised trainer on the CPU, "
+                    "predict the test cases and print the Dice per class.")
+    parser.add_argument("--workdir", help="new or empty folder for everything (default ./nnunetv2_scdl_demo[_N])")
+    parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
+                        help=f"trainer class names (default: {' '.join(DEFAULT_TRAINERS)})")
+    parser.add_argument("--epochs", type=int, default=10, help="SCDL_NUM_EPOCHS (default 10)")
+    parser.add_argument("--iterations", type=int, default=20, help="SCDL_NUM_ITERATIONS_PER_EPOCH (default 20)")
+    parser.add_argument("--val-iterations", type=int, default=4,
+                        help="SCDL_NUM_VAL_ITERATIONS_PER_EPOCH (default 4)")
+    parser.add_argument("--labeled", type=int, default=8, help="labeled training cases (default 8)")
+    parser.add_argument("--unlabeled", type=int, default=24, help="unlabeled cases (default 24)")
+    parser.add_argument("--test", type=int, default=8, help="held-out test cases (default 8)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(24, 40, 40), metavar=("Z", "Y", "X"),
+                        help="phantom volume in voxels (default 24 40 40)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=(2.0, 1.0, 1.0), metavar=("Z", "Y", "X"),
+                        help="voxel spacing in mm (default 2 1 1)")
+    parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--dataset-id", type=int, default=991, help="nnU-Net dataset ID (default 991)")
+    parser.add_argument("-np", dest="num_processes", type=int, default=2,
+                        help="processes for preprocessing (default 2)")
+    parser.add_argument("--ext-trainer-dir", action="append", default=[],
+                        help="another folder for nnUNet_extTrainer (repeatable), searched after this package's")
+    parser.add_argument("--verbose", action="store_true", help="echo every line of every command")
+    return parser
+
+
+def demo_environment(workdir: Path, args: argparse.Namespace) -> Dict[str, str]:
+    """Environment for the subprocesses: nnU-Net folders in the work dir, external trainers, CPU-friendly settings."""
+    from nnunetv2_scdl.cli.trainers_path import trainers_dir
+
+    trainer_dirs = []
+    try:
+        trainer_dirs.append(str(trainers_dir()))
+    except FileNotFoundError as e:  # only stock nnU-Net trainers can be used then
+        print(f"warning: {e}", file=sys.stderr)
+    trainer_dirs += [str(Path(d).resolve()) for d in args.ext_trainer_dir]
+    env = source_checkout_pythonpath(os.environ)
+    env.update({
+        "nnUNet_raw": str(workdir / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(workdir / "nnUNet_preprocessed"),
+        "nnUNet_results": str(workdir / "nnUNet_results"),
+        "nnUNet_extTrainer": os.pathsep.join(trainer_dirs),
+        "nnUNet_compile": "f",
+        # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), so 0 is only set for training
+        "nnUNet_n_proc_DA": str(max(1, args.num_processes)),
+        "nnUNet_def_n_proc": str(args.num_processes),
+        "SCDL_NUM_EPOCHS": str(args.epochs),
+        "SCDL_NUM_ITERATIONS_PER_EPOCH": str(args.iterations),
+        "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": str(args.val_iterations),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def run_demo(args: argparse.Namespace) -> Dict[str, dict]:
+    """Run every step; return ``{trainer: dice results}``."""
+    from nnunetv2_scdl.data.cpu_plans import derive_cpu_plans
+    from nnunetv2_scdl.data.phantoms import PHANTOM_LABELS, STRUCTURES, make_phantom_dataset
+
+    workdir = fresh_workdir(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    logs = workdir / "logs"
+    env = demo_environment(workdir, args)
+    dataset_id = str(args.dataset_id)
+    print(f"nnunetv2_scdl demo in {workdir} (logs in {logs})\n"
+          f"  trainers: {', '.join(args.trainers)}; budget {args.epochs} epochs x {args.iterations} iterations "
+          f"(+{args.val_iterations} validation iterations)", flush=True)
+    clock = StepClock(total_steps=4 + 2 * len(args.trainers) + 1)
+
+    phantom = clock.run(f"Generating phantoms ({args.labeled} labeled, {args.unlabeled} unlabeled, {args.test} test, "
+                        f"{'x'.join(map(str, args.shape))} voxels)", make_phantom_dataset,
+                        env["nnUNet_raw"], args.dataset_id, DATASET_NAME, args.labeled, args.unlabeled, args.test,
+                        tuple(args.shape), tuple(args.spacing), args.seed)
+    clock.run("nnUNetv2_plan_and_preprocess", run_logged,
+              console_command("nnUNetv2_plan_and_preprocess") +
+              ["-d", dataset_id, "-c", CONFIGURATION, "--verify_dataset_integrity", "-np", str(args.num_processes),
+               "-npfp", str(args.num_processes)], env, logs / "01_plan_and_preprocess.log", verbose=args.verbose)
+    preprocessed = Path(env["nnUNet_preprocessed"]) / phantom.dataset_name
+    clock.run(f"Deriving CPU plans {CPU_PLANS}", derive_cpu_plans, str(preprocessed), SOURCE_PLANS, CPU_PLANS,
+              configurations=[CONFIGURATION])
+    clock.run("nnUNetv2_scdl_preprocess_unlabeled", run_logged,
+              console_command("nnUNetv2_scdl_preprocess_unlabeled") +
+              ["-d", dataset_id, "-c", CONFIGURATION, "-p", CPU_PLANS, "-np", str(args.num_processes)],
+              env, logs / "02_preprocess_unlabeled.log", verbose=args.verbose)
+
+    for trainer in args.trainers:
+        clock.run(f"nnUNetv2_train {trainer}", run_logged,
+                  console_command("nnUNetv2_train") +
+                  [dataset_id, CONFIGURATION, FOLD, "-tr", trainer, "-p", CPU_PLANS, "-device", "cpu"],
+                  dict(env, nnUNet_n_proc_DA="0"), logs / f"03_train_{trainer}.log", echo=_TRAINING_PROGRESS,
+                  verbose=args.verbose)
+
+    results = {}
+    for trainer in args.trainers:
+        predictions = workdir / "predictions" / trainer
+        clock.run(f"nnUNetv2_predict {trainer}", run_logged,
+                  console_command("nnUNetv2_predict") +
+                  ["-i", str(Path(phantom.dataset_folder) / "imagesTs"), "-o", str(predictions), "-d", dataset_id,
+                   "-c", CONFIGURATION, "-tr", trainer, "-p", CPU_PLANS, "-f", FOLD, "-device", "cpu",
+                   "--disable_tta", "-npp", "1", "-nps", "1", "--disable_progress_bar"],
+                  env, logs / f"04_predict_{trainer}.log", verbose=args.verbose)
+        results[trainer] = dice_per_class(Path(phantom.dataset_folder) / "labelsTs", predictions, PHANTOM_LABELS)
+
+    class_names = [name for name, value in PHANTOM_LABELS.items() if value != 0]
+    table = clock.run("Dice on the test cases", results_table, results, class_names)
+    label_names = {value: name for name, value in PHANTOM_LABELS.items()}
+    table += "\n\nShare of the voxels per class: " + ", ".join(
+        f"{label_names[s.label]} {s.fraction_range[0]:.1%}-{s.fraction_range[1]:.1%}"
+        for s in sorted(STRUCTURES, key=lambda s: s.label)) + "."
+    summary = {
+        "workdir": str(workdir), "dataset": phantom.dataset_name, "configuration": CONFIGURATION,
+        "plans": CPU_PLANS, "fold": FOLD, "trainers": list(args.trainers),
+        "budget": {"epochs": args.epochs, "iterations_per_epoch": args.iterations,
+                   "val_iterations_per_epoch": args.val_iterations},
+        "cases": {"labeled": phantom.labeled, "unlabeled": phantom.unlabeled, "test": phantom.test},
+        "step_seconds": clock.durations, "total_time": clock.elapsed(), "dice": results,
+    }
+    (workdir / "results.json").write_text(json.dumps(summary, indent=2))
+    (workdir / "results.md").write_text(
+        f"# nnunetv2_scdl demo\n\nDice per class on {len(phantom.test)} test phantoms "
+        f"({phantom.dataset_name}, {CONFIGURATION}, {CPU_PLANS}, fold {FOLD}; {args.epochs} epochs x "
+        f"{args.iterations} iterations, {len(phantom.labeled)} labeled + {len(phantom.unlabeled)} unlabeled cases).\n\n"
+        f"{table}\n")
+    print(f"\nDice on {len(phantom.test)} test cases (total time {clock.elapsed()}):\n\n{table}\n\n"
+          f"Written: {workdir / 'results.md'}, {workdir / 'results.json'}")
+    return results
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if min(args.epochs, args.iterations, args.labeled, args.test) < 1 or args.val_iterations < 1:
+        print("nnUNetv2_scdl_demo: error: --epochs, --iterations, --val-iterations, --labeled and --test must be "
+              ">= 1", file=sys.stderr)
+        return 2
+    try:
+        run_demo(args)
+    except (DemoStepError, FileExistsError, ValueError) as e:
+        print(f"\nnnUNetv2_scdl_demo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nnnUNetv2_scdl_demo: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

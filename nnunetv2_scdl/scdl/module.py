@@ -1,0 +1,258 @@
+"""SCDL: Semantic Class Distribution Learning (arXiv 2603.05202), as a pure-PyTorch module on token sequences.
+
+The module knows nothing about images or nnU-Net: it maps token features x [B, L, D_x] to embeddings, soft
+assignments and priors, and computes the loss terms from per-token class weights that the caller provides
+(``nnunetv2_scdl.networks.scdl_unet`` does the spatial part for nnU-Net's U-Nets).
+
+Forward (paper symbols; spec §1.2):
+  z = MLP(x), ẑ = z/‖z‖                                                   [B, L, D]
+  p_{c,s} = μ_c + σ_c ⊙ ε_{c,s}, σ_c = softplus(ρ_c), p̂ = p/‖p‖           [C, S, D]
+  G[b,l,c] = ⟨ẑ, μ̂_c⟩,  Ā[b,l,c] = mean_s ⟨ẑ, p̂_{c,s}⟩                    [B, L, C]
+  P_e2p = softmax_c(G/τ_e2p); P_p2e = softmax_{tokens|classes}(G/τ_p2e); Q ∝ P_e2p ⊙ P_p2e (over c)
+  priors = [r^dist; r^center; r^tok]                                      [B, L, 3D]
+Losses (``loss_terms``): CDBA = w_e2p·L_E2P + L_P2E + w_dist·L_dist on labeled tokens (w = GT proportions) and on
+unlabeled tokens (w = stopgrad(Q) or pseudo-label proportions); symmetric KL(P_p2e, P_e2p) on all tokens; SAC on
+per-class anchors of the labeled images. All of it runs in fp32 with autocast disabled (optionally the projection
+MLP alone follows the caller's autocast, see ``projection_in_autocast``). The loss path makes no host
+synchronisation on GPUs: masks are applied as weights, never by boolean indexing.
+
+Minimal use::
+
+    scdl = SCDL(in_channels=32, num_classes=14)
+    out = scdl(tokens)                                    # tokens [B, L, 32]
+    terms, breakdown = scdl.loss_terms(out, n_labeled=2, labeled_weights=w_l, labeled_valid=v_l,
+                                       anchor_features=f, anchor_classes=y)
+    loss = sum(lam[k] * terms[k] for k in terms)
+"""
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nnunetv2_scdl.scdl.assignments import (P2E_SOFTMAX_CHOICES, as_class_distribution, e2p_log_assignment,
+                                            joint_log_assignment, p2e_log_assignment)
+from nnunetv2_scdl.scdl.losses import (KL_REDUCTIONS, embedding_to_proxy_loss, proxy_distance_loss,
+                                       proxy_to_embedding_loss, semantic_anchor_loss, symmetric_kl_loss)
+from nnunetv2_scdl.scdl.priors import (PriorProjections, centre_similarity_prior, distribution_weighted_prior,
+                                       token_sampled_prior)
+from nnunetv2_scdl.scdl.projection import ProjectionMLP
+from nnunetv2_scdl.scdl.proxies import ClassProxies
+
+__all__ = ["SCDL", "SCDLOutput", "LOSS_TERM_NAMES"]
+
+LOSS_TERM_NAMES = ("cdba_labeled", "cdba_unlabeled", "kl", "sac")
+
+
+@dataclass
+class SCDLOutput:
+    """What one SCDL forward produces (all fp32; B images, L tokens, C classes, D embedding dims)."""
+
+    embeddings: Tensor  # z, [B, L, D]
+    unit_embeddings: Tensor  # ẑ, [B, L, D]
+    mean_similarity: Tensor  # G, [B, L, C]
+    mean_sample_similarity: Tensor  # Ā, [B, L, C]
+    log_e2p: Tensor  # log P_e2p, [B, L, C], normalised over C
+    log_p2e: Tensor  # log P_p2e, [B, L, C], normalised over tokens (default) or over C
+    log_joint: Tensor  # log Q, [B, L, C], normalised over C
+    priors: Optional[Tensor]  # [r^dist; r^center; r^tok], [B, L, 3D]; None when not requested
+
+
+class SCDL(nn.Module):
+    """Class distribution bidirectional alignment (CDBA), semantic anchor constraint (SAC) and proxy priors.
+
+    Args (defaults from spec §1.1 unless noted):
+        in_channels: D_x, channels of the token features.
+        num_classes: C, background included.
+        embed_dim: D = 256.
+        num_samples: S = 50 proxy samples per class for Ā (the CDBA losses; cheap at any S, see ``forward``).
+        num_prior_samples: S_prior, how many of those samples r^dist uses; None = min(16, S) (its cost is O(L·C·S_prior·D); our
+            choice for the cost bound, spec §1.1 has no separate value).
+        num_embedding_samples: E = 2 perturbed samples per token for r^tok (train mode only).
+        tau_e2p: τ_e2p = 0.2 (also the temperature of r^dist's sample weights).
+        tau_p2e: τ_p2e = 0.2.
+        e2p_weight: weight of L_E2P inside CDBA. 1.0 (paper: L_E2P + L_P2E); 0.0 gives the released code's
+            ``proxy_loss`` (which has no E2P term).
+        dist_weight: weight of L_dist inside CDBA = 0.1.
+        dropout: MLP dropout = 0.2.
+        p2e_softmax: ``"tokens"`` (paper meaning, default) or ``"classes"`` (released code), see ``assignments``.
+        kl_reduction: ``"mean"`` over tokens (default) or ``"batchmean"`` (released code: divides by B only).
+        sigma_emb_init: initial σ_emb = 0.05 of the token-sampled prior.
+        projection_in_autocast: run the projection MLP under the caller's autocast (fp16/bf16 matmuls) instead of
+            fp32. Default False: all of SCDL is fp32. The distribution math (normalisation, softmax, exp, KL) is fp32
+            either way.
+        prior_channels: output channels of each prior projection (one per injection site); empty = no projections.
+        eval_noise_seed: seed of the fixed proxy noise used in eval mode.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 256, num_samples: int = 50,
+                 num_prior_samples: Optional[int] = None, num_embedding_samples: int = 2, tau_e2p: float = 0.2,
+                 tau_p2e: float = 0.2, e2p_weight: float = 1.0, dist_weight: float = 0.1, dropout: float = 0.2,
+                 p2e_softmax: str = "tokens", kl_reduction: str = "mean", sigma_emb_init: float = 0.05,
+                 projection_in_autocast: bool = False, prior_channels: Sequence[int] = (), eval_noise_seed: int = 0):
+        super().__init__()
+        if num_samples < 1 or num_embedding_samples < 0:
+            raise ValueError(f"num_samples must be >= 1 and num_embedding_samples >= 0, got {num_samples} and "
+                             f"{num_embedding_samples}.")
+        if num_prior_samples is None:
+            num_prior_samples = min(16, num_samples)
+        if not 1 <= num_prior_samples <= num_samples:
+            raise ValueError(f"num_prior_samples must lie in [1, num_samples={num_samples}], got {num_prior_samples}.")
+        if tau_e2p <= 0 or tau_p2e <= 0:
+            raise ValueError(f"temperatures must be positive, got τ_e2p={tau_e2p}, τ_p2e={tau_p2e}.")
+        if p2e_softmax not in P2E_SOFTMAX_CHOICES:
+            raise ValueError(f"p2e_softmax must be one of {P2E_SOFTMAX_CHOICES}, got {p2e_softmax!r}.")
+        if kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}.")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.num_samples = num_samples
+        self.num_prior_samples = num_prior_samples
+        self.projection_in_autocast = projection_in_autocast
+        self.num_embedding_samples = num_embedding_samples
+        self.tau_e2p = float(tau_e2p)
+        self.tau_p2e = float(tau_p2e)
+        self.e2p_weight = float(e2p_weight)
+        self.dist_weight = float(dist_weight)
+        self.p2e_softmax = p2e_softmax
+        self.kl_reduction = kl_reduction
+
+        self.projection = ProjectionMLP(in_channels, embed_dim, dropout=dropout)
+        self.class_proxies = ClassProxies(num_classes, embed_dim, eval_samples=num_samples,
+                                          eval_noise_seed=eval_noise_seed)
+        self.sigma_emb = nn.Parameter(torch.full((embed_dim,), float(sigma_emb_init)))
+        self.prior_projections = PriorProjections(3 * embed_dim, prior_channels)
+
+    @property
+    def prior_dim(self) -> int:
+        """3D, the channel count of the concatenated priors."""
+        return 3 * self.embed_dim
+
+    # ------------------------------------------------------------------------------------------------- forward
+    def forward(self, tokens: Tensor, compute_priors: bool = True) -> SCDLOutput:
+        """``tokens``: [B, L, D_x] token features → ``SCDLOutput``. Runs in fp32 with autocast disabled.
+
+        In eval mode everything is deterministic: no dropout, fixed proxy noise, no token noise.
+        """
+        if tokens.dim() != 3 or tokens.shape[-1] != self.in_channels:
+            raise ValueError(f"SCDL expects tokens [B, L, {self.in_channels}], got shape {tuple(tokens.shape)}.")
+        if self.projection_in_autocast:
+            z = self.projection(tokens).float()
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            if not self.projection_in_autocast:
+                z = self.projection(tokens.float())
+            unit_z = F.normalize(z, dim=-1)
+            unit_mu = F.normalize(self.class_proxies.mu, dim=-1)  # μ̂ [C, D]
+            unit_samples = F.normalize(self.class_proxies.sample(self.num_samples), dim=-1)  # p̂ [C, S, D]
+            mean_similarity = unit_z @ unit_mu.transpose(0, 1)  # G
+            # Ā = mean_s ⟨ẑ, p̂_s⟩ = ⟨ẑ, mean_s p̂_s⟩: O(L·C·D) whatever S is.
+            mean_sample_similarity = unit_z @ unit_samples.mean(dim=1).transpose(0, 1)
+            log_e2p = e2p_log_assignment(mean_similarity, self.tau_e2p)
+            log_p2e = p2e_log_assignment(mean_similarity, self.tau_p2e, over=self.p2e_softmax)
+            log_joint = joint_log_assignment(log_e2p, log_p2e)
+            priors = None
+            if compute_priors:
+                prior_samples = unit_samples[:, :self.num_prior_samples]  # [C, S_prior, D]
+                sample_similarity = (unit_z @ prior_samples.reshape(-1, self.embed_dim).transpose(0, 1)).view(
+                    *unit_z.shape[:2], self.num_classes, self.num_prior_samples)
+                priors = torch.cat([
+                    distribution_weighted_prior(sample_similarity, prior_samples, self.tau_e2p),
+                    centre_similarity_prior(log_joint.exp(), unit_mu),
+                    token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=self.training),
+                ], dim=-1)
+        return SCDLOutput(z, unit_z, mean_similarity, mean_sample_similarity, log_e2p, log_p2e, log_joint, priors)
+
+    # -------------------------------------------------------------------------------------------------- losses
+    def cdba_loss(self, mean_similarity: Tensor, mean_sample_similarity: Tensor, class_weights: Tensor,
+                  token_weights: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """CDBA = e2p_weight·L_E2P + L_P2E + dist_weight·L_dist on N tokens. G, Ā, w: [N, C]; optional token
+        weights [N] (e.g. a validity mask). Returns the total and its three parts."""
+        parts = {
+            "e2p": embedding_to_proxy_loss(mean_similarity, class_weights, token_weights),
+            "p2e": proxy_to_embedding_loss(mean_sample_similarity, class_weights, token_weights),
+            "dist": proxy_distance_loss(mean_sample_similarity, class_weights, token_weights),
+        }
+        total = self.e2p_weight * parts["e2p"] + parts["p2e"] + self.dist_weight * parts["dist"]
+        return total, parts
+
+    def kl_loss(self, output: SCDLOutput) -> Tensor:
+        """Symmetric KL between P_p2e and P_e2p, both read as class distributions per token (all tokens)."""
+        return symmetric_kl_loss(as_class_distribution(output.log_p2e), output.log_e2p, self.kl_reduction)
+
+    def anchor_embeddings(self, anchor_features: Tensor) -> Tensor:
+        """u_i = n(MLP(f_i)) for class-region features f_i [N, D_x], without gradient (the anchors are detached)."""
+        with torch.no_grad(), torch.autocast(device_type=anchor_features.device.type, enabled=False):
+            return F.normalize(self.projection(anchor_features.float()), dim=-1)
+
+    def semantic_anchor_loss(self, anchor_features: Tensor, anchor_classes: Tensor,
+                             anchor_weights: Optional[Tensor] = None) -> Tensor:
+        """L_SAC from class-region features f_i [N, D_x] with classes y_i [N] (optional row weights [N]);
+        gradient reaches μ only."""
+        return semantic_anchor_loss(self.class_proxies.mu, self.anchor_embeddings(anchor_features), anchor_classes,
+                                    anchor_weights)
+
+    def loss_terms(self, output: SCDLOutput, n_labeled: int, labeled_weights: Optional[Tensor] = None,
+                   labeled_valid: Optional[Tensor] = None, unlabeled_weights: Optional[Tensor] = None,
+                   unlabeled_valid: Optional[Tensor] = None, anchor_features: Optional[Tensor] = None,
+                   anchor_classes: Optional[Tensor] = None, anchor_weights: Optional[Tensor] = None
+                   ) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """The named SCDL loss terms for a batch whose first ``n_labeled`` images are labeled.
+
+        Args:
+            output: the ``SCDLOutput`` of the whole batch (B images).
+            n_labeled: number of labeled images (the first ones), 0 ≤ n_labeled ≤ B.
+            labeled_weights: [n_labeled, L, C] GT class proportions per token (required if n_labeled > 0).
+            labeled_valid: [n_labeled, L] bool, tokens to use (e.g. not fully ignored); None = all.
+            unlabeled_weights: [B − n_labeled, L, C] pseudo-label proportions; None = stopgrad(Q) (default).
+            unlabeled_valid: [B − n_labeled, L] bool; None = all.
+            anchor_features, anchor_classes: SAC rows f_i [N, D_x] and their classes [N]; None = SAC is 0.
+            anchor_weights: optional [N] weights of the SAC rows (0 = absent; avoids data-dependent shapes).
+        Returns:
+            terms: {'cdba_labeled', 'cdba_unlabeled', 'kl', 'sac'} scalars to weight and add to the host loss;
+            breakdown: detached diagnostics (the E2P/P2E/dist parts, token counts).
+        """
+        batch, num_tokens, num_classes = output.mean_similarity.shape
+        if not 0 <= n_labeled <= batch:
+            raise ValueError(f"n_labeled must lie in [0, {batch}], got {n_labeled}.")
+        zero = output.unit_embeddings.sum() * 0.0  # keeps every term attached to the graph
+        breakdown: Dict[str, Tensor] = {}
+        terms: Dict[str, Tensor] = {}
+
+        def cdba(start: int, stop: int, weights: Tensor, valid: Optional[Tensor], name: str) -> Tensor:
+            count = stop - start
+            if weights.shape != (count, num_tokens, num_classes):
+                raise ValueError(f"{name}_weights must be [{count}, {num_tokens}, {num_classes}], got "
+                                 f"{tuple(weights.shape)}.")
+            if valid is not None and valid.shape != (count, num_tokens):
+                raise ValueError(f"{name}_valid must be [{count}, {num_tokens}], got {tuple(valid.shape)}.")
+            g = output.mean_similarity[start:stop].reshape(-1, num_classes)
+            a = output.mean_sample_similarity[start:stop].reshape(-1, num_classes)
+            token_weights = None if valid is None else valid.reshape(-1).to(g.dtype)
+            total, parts = self.cdba_loss(g, a, weights.reshape(-1, num_classes).to(g.dtype), token_weights)
+            for key, value in parts.items():
+                breakdown[f"{key}_{name}"] = value.detach()
+            # torch.full, not a tensor from a Python number: that would be a blocking host→device copy
+            breakdown[f"tokens_{name}"] = (torch.full((), float(g.shape[0]), device=g.device) if valid is None
+                                           else valid.sum().detach().float())
+            return total
+
+        if n_labeled > 0:
+            if labeled_weights is None:
+                raise ValueError("labeled_weights is required when n_labeled > 0.")
+            terms["cdba_labeled"] = cdba(0, n_labeled, labeled_weights, labeled_valid, "labeled")
+        else:
+            terms["cdba_labeled"] = zero
+        if n_labeled < batch:
+            if unlabeled_weights is None:
+                unlabeled_weights = output.log_joint[n_labeled:].detach().exp()
+            terms["cdba_unlabeled"] = cdba(n_labeled, batch, unlabeled_weights, unlabeled_valid, "unlabeled")
+        else:
+            terms["cdba_unlabeled"] = zero
+        terms["kl"] = self.kl_loss(output)
+        if anchor_features is not None and anchor_classes is not None and anchor_features.shape[0] > 0:
+            terms["sac"] = self.semantic_anchor_loss(anchor_features, anchor_classes, anchor_weights)
+        else:
+            terms["sac"] = self.class_proxies.mu.sum() * 0.0
+        return terms, breakdown

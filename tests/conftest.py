@@ -1,0 +1,202 @@
+"""Shared pytest fixtures and helpers for nnunetv2_scdl's tests.
+
+Fixtures
+--------
+``nnunet_folders`` (session)
+    :class:`NnUNetFolders` with fresh ``raw``, ``preprocessed`` and ``results`` folders under pytest's tmp dir. While
+    it is active, the environment variables ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` point at
+    them (nnU-Net reads them lazily, so this works after import); they are restored at the end of the session.
+
+``planned_phantom`` (session)
+    :class:`PlannedPhantom`: a tiny phantom dataset (6 labeled, 6 unlabeled in ``imagesUnlabeled``, 2 test cases of
+    20×28×28 voxels; ID :data:`PLANNED_PHANTOM_ID`) planned and preprocessed by the real
+    ``nnUNetv2_plan_and_preprocess -d ID -c 3d_fullres -np 1`` (run as a subprocess), plus tiny CPU plans
+    ``nnUNetPlans_cpu`` (features / 4, batch 2). Treat it as read-only; use ``phantom_copy`` to modify data.
+
+``phantom_copy`` (function)
+    Factory: ``phantom_copy()`` copies the planned phantom (raw and preprocessed folders, not results) under a new
+    dataset ID and returns its :class:`PlannedPhantom`. For tests that delete, corrupt or add files.
+
+``run_console``
+    :func:`run_console_command`, as a fixture.
+
+``shared_data_dir``
+    Path of ``../shared/data`` (relative to the repository root); skips the test, with a message, when it is absent.
+    Alternatively mark a test ``@pytest.mark.shared_data`` to skip it under the same condition.
+
+Helpers (importable as ``from conftest import ...``)
+----------------------------------------------------
+:func:`run_console_command` runs a console script (nnU-Net's or ours) with this Python interpreter and the current
+environment plus overrides, and asserts success with the tail of its output in the failure message.
+"""
+import itertools
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA_SKIP_REASON = (f"needs the shared evaluation data at {SHARED_DATA_DIR} (../shared/data relative to the "
+                           f"repository root), which is absent")
+
+PLANNED_PHANTOM_ID = 990
+PLANNED_PHANTOM_NAME = "PhantomTiny"
+PLANNED_PHANTOM_SHAPE = (20, 28, 28)
+PLANNED_PHANTOM_SPACING = (2.0, 1.0, 1.0)
+CONFIGURATION = "3d_fullres"
+_copy_ids = itertools.count(PLANNED_PHANTOM_ID - 89)  # 901, 902, ...: copies of the planned phantom
+
+
+@dataclass(frozen=True)
+class NnUNetFolders:
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+
+@dataclass(frozen=True)
+class PlannedPhantom:
+    """A phantom dataset that nnU-Net has planned and preprocessed (see the module docstring)."""
+    dataset_id: int
+    dataset_name: str  # e.g. Dataset990_PhantomTiny
+    raw_folder: Path  # nnUNet_raw/<dataset_name>
+    preprocessed_folder: Path  # nnUNet_preprocessed/<dataset_name>
+    results_folder: Path  # nnUNet_results/<dataset_name> (not created here)
+    plans: str  # nnU-Net's plans identifier, "nnUNetPlans"
+    cpu_plans: str  # derived tiny plans, "nnUNetPlans_cpu"
+    configuration: str  # "3d_fullres"
+    data_identifier: str  # the configuration's preprocessed data folder name, e.g. nnUNetPlans_3d_fullres
+    labeled: List[str] = field(default_factory=list)
+    unlabeled: List[str] = field(default_factory=list)
+    test: List[str] = field(default_factory=list)
+
+    @property
+    def labeled_data_folder(self) -> Path:
+        return self.preprocessed_folder / self.data_identifier
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared_data: needs ../shared/data (skipped with a message when absent)")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("shared_data") is not None and not SHARED_DATA_DIR.is_dir():
+        pytest.skip(SHARED_DATA_SKIP_REASON)
+
+
+def run_console_command(name: str, args: Sequence[str] = (), env: Optional[Dict[str, str]] = None,
+                        check: bool = True, timeout: float = 600, log_file: Optional[Path] = None
+                        ) -> subprocess.CompletedProcess:
+    """Run the console script ``name`` (e.g. ``nnUNetv2_plan_and_preprocess``) with ``args``.
+
+    Uses this interpreter (see :func:`nnunetv2_scdl.cli.demo.console_command`) and ``os.environ`` updated with
+    ``env``; the repository root is put on PYTHONPATH so an uninstalled checkout works. Output (stdout and stderr
+    together) is in ``.stdout``, and in ``log_file`` if given. With ``check``, a non-zero exit fails the test with the
+    last 40 lines of output.
+    """
+    from nnunetv2_scdl.cli.demo import console_command, display_command, source_checkout_pythonpath
+
+    command = console_command(name) + [str(a) for a in args]
+    full_env = source_checkout_pythonpath(os.environ)
+    full_env.update(env or {})
+    result = subprocess.run(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", timeout=timeout)
+    if log_file is not None:
+        Path(log_file).write_text(result.stdout)
+    if check and result.returncode != 0:
+        lines = [line.split("\r")[-1] for line in result.stdout.splitlines()]
+        pytest.fail(f"`{display_command(command)}` failed with exit code {result.returncode}. Last lines:\n"
+                    + "\n".join(lines[-40:]), pytrace=False)
+    return result
+
+
+@pytest.fixture
+def run_console():
+    return run_console_command
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(SHARED_DATA_SKIP_REASON)
+    return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def nnunet_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nnunet")
+    folders = NnUNetFolders(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results")
+    for folder in (folders.raw, folders.preprocessed, folders.results):
+        folder.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("nnUNet_raw", str(folders.raw))
+        patch.setenv("nnUNet_preprocessed", str(folders.preprocessed))
+        patch.setenv("nnUNet_results", str(folders.results))
+        yield folders
+
+
+@pytest.fixture(scope="session")
+def planned_phantom(nnunet_folders) -> PlannedPhantom:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    from nnunetv2_scdl.data.cpu_plans import derive_cpu_plans
+    from nnunetv2_scdl.data.phantoms import make_phantom_dataset
+
+    written = make_phantom_dataset(str(nnunet_folders.raw), PLANNED_PHANTOM_ID, PLANNED_PHANTOM_NAME, n_labeled=6,
+                                   n_unlabeled=6, n_test=2, shape=PLANNED_PHANTOM_SHAPE,
+                                   spacing=PLANNED_PHANTOM_SPACING, seed=1)
+    # nnUNet_n_proc_DA must be >= 1 while planning: the planner calls torch.set_num_threads with it
+    run_console_command("nnUNetv2_plan_and_preprocess",
+                        ["-d", PLANNED_PHANTOM_ID, "-c", CONFIGURATION, "-np", 1, "-npfp", 1],
+                        env={"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1"})
+    preprocessed = nnunet_folders.preprocessed / written.dataset_name
+    derive_cpu_plans(str(preprocessed), "nnUNetPlans", "nnUNetPlans_cpu", feature_divisor=4, batch_size=2)
+    data_identifier = load_json(str(preprocessed / "nnUNetPlans.json"))["configurations"][CONFIGURATION][
+        "data_identifier"]
+    return PlannedPhantom(
+        dataset_id=PLANNED_PHANTOM_ID, dataset_name=written.dataset_name, raw_folder=Path(written.dataset_folder),
+        preprocessed_folder=preprocessed, results_folder=nnunet_folders.results / written.dataset_name,
+        plans="nnUNetPlans", cpu_plans="nnUNetPlans_cpu", configuration=CONFIGURATION,
+        data_identifier=data_identifier, labeled=written.labeled, unlabeled=written.unlabeled, test=written.test)
+
+
+def copy_planned_dataset(source: PlannedPhantom, dataset_id: int) -> PlannedPhantom:
+    """Copy the raw and preprocessed folders of ``source`` under ``dataset_id`` (plans' dataset_name updated)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+
+    name = re.sub(r"^Dataset\d{3}", f"Dataset{dataset_id:03d}", source.dataset_name)
+    raw = source.raw_folder.parent / name
+    preprocessed = source.preprocessed_folder.parent / name
+    shutil.copytree(source.raw_folder, raw)
+    shutil.copytree(source.preprocessed_folder, preprocessed)
+    for plans_file in preprocessed.glob("nnUNetPlans*.json"):
+        plans = load_json(str(plans_file))
+        plans["dataset_name"] = name
+        save_json(plans, str(plans_file), sort_keys=False)
+    dataset_json = load_json(str(raw / "dataset.json"))
+    dataset_json["name"] = name
+    for folder in (raw, preprocessed):
+        save_json(dataset_json, str(folder / "dataset.json"), sort_keys=False)
+    return replace(source, dataset_id=dataset_id, dataset_name=name, raw_folder=raw, preprocessed_folder=preprocessed,
+                   results_folder=source.results_folder.parent / name)
+
+
+@pytest.fixture
+def phantom_copy(planned_phantom):
+    made = []
+
+    def make() -> PlannedPhantom:
+        copy = copy_planned_dataset(planned_phantom, next(_copy_ids))
+        made.append(copy)
+        return copy
+
+    yield make
+    for copy in made:
+        for folder in (copy.raw_folder, copy.preprocessed_folder, copy.results_folder):
+            shutil.rmtree(folder, ignore_errors=True)
