@@ -34,7 +34,7 @@ def _save_unlabeled_cases(folder, shape=(1, 12, 20, 20), n=3):
 
 def test_pipeline_is_reordered_spatial_then_teacher_copy_then_photometric():
     pipeline = nnUNetTrainer.get_training_transforms(
-        (8, 16, 16), ((-0.5, 0.5),) * 3, [[1, 1, 1], [0.5, 0.5, 0.5]], (0, 1, 2), False, use_mask_for_norm=[True])
+        (8, 16, 16), (-0.5, 0.5), [[1, 1, 1], [0.5, 0.5, 0.5]], (0, 1, 2), False, use_mask_for_norm=[True])
     names = [type(t).__name__ for t in build_unlabeled_transforms(pipeline).transforms]
     assert names[:4] == ["SpatialTransform", "MirrorTransform", "MaskImageTransform", "StoreTeacherView"]
     assert names[-1] == "MaskImageTransform"
@@ -62,11 +62,12 @@ def test_views_share_spatial_augmentation_and_differ_photometrically(tmp_path):
 
 def test_real_nnunet_pipeline_and_2d_patches(tmp_path):
     dataset = _save_unlabeled_cases(tmp_path, shape=(1, 5, 24, 24))
-    pipeline = nnUNetTrainer.get_training_transforms((16, 16), ((-0.5, 0.5),), None, (0, 1), False)
+    pipeline = nnUNetTrainer.get_training_transforms((16, 16), (-0.5, 0.5), None, (0, 1), False)
     loader = UnlabeledDataLoader(dataset, 2, (20, 20), (16, 16), LABELS, build_unlabeled_transforms(pipeline))
-    batch = next(loader)
-    assert batch["data"].shape == (2, 1, 16, 16) and batch["teacher_data"].shape == (2, 1, 16, 16)
-    assert torch.isfinite(batch["data"]).all()
+    for _ in range(5):  # rotation, scaling and the photometric transforms are random: draw several batches
+        batch = next(loader)
+        assert batch["data"].shape == (2, 1, 16, 16) and batch["teacher_data"].shape == (2, 1, 16, 16)
+        assert torch.isfinite(batch["data"]).all()
 
 
 def test_ignore_label_does_not_make_the_loader_look_for_annotations(tmp_path):
