@@ -126,3 +126,30 @@ def test_training_steps_update_teacher_and_log_terms(phantom_copy, run_console, 
         assert len(trainer.logger.get_value(name, None)) == 1, name
     assert trainer.inference_network() is trainer.teacher.module
     trainer.on_train_end()
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerMeanTeacher, nnUNetTrainerSCDL_MT])
+def test_checkpoint_restores_student_teacher_and_counters(phantom_copy, monkeypatch, tmp_path, trainer_class):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    dataset = phantom_copy()
+    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                         verbose=False)
+    trainer = make_trainer(dataset, trainer_class)
+    trainer.initialize()
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+    trainer.on_train_epoch_start()
+    for _ in range(2):
+        trainer.train_step(next(trainer.dataloader_train))
+    checkpoint_file = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(checkpoint_file)
+    saved = torch.load(checkpoint_file, weights_only=False)
+    teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    student = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    assert all(torch.equal(saved["network_weights"][k], v) for k, v in teacher.items())
+
+    resumed = make_trainer(dataset, trainer_class)
+    resumed.load_checkpoint(checkpoint_file)
+    assert resumed.global_iteration == 2
+    assert all(torch.equal(resumed.teacher.state_dict()[k], v) for k, v in teacher.items()), "teacher not restored"
+    assert all(torch.equal(resumed.network.state_dict()[k], v) for k, v in student.items()), "student not restored"
+    trainer.on_train_end()

@@ -320,4 +320,10 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
                                f"nnunetv2_scdl semi-supervised trainer and {type(self).__name__} cannot resume it. "
                                f"To start from its weights use nnUNetv2_train ... -pretrained_weights instead.")
         self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",))
+        inference = self.inference_network()
+        training_network = unwrap_network(self.network)
+        if inference is not training_network:
+            # nnU-Net just loaded network_weights, the inference network's, into the training network: move them
+            # to where they belong; load_extra_checkpoint_state then restores the training network's own weights
+            inference.load_state_dict(training_network.state_dict())
         self.load_extra_checkpoint_state(checkpoint[CHECKPOINT_KEY])
