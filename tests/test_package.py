@@ -14,7 +14,7 @@ from nnunetv2_scdl._version_check import check_nnunet_version
 from nnunetv2_scdl.cli.trainers_path import trainers_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ABSTRACT_BASES = {"nnUNetTrainerSSL"}
+ABSTRACT_BASES = {"nnUNetTrainerSSL", "nnUNetTrainerCoTraining"}  # not trainable, not re-exported
 
 
 @pytest.mark.parametrize("version", ["2.8.0", "2.8.1", "2.8.10.dev0"])

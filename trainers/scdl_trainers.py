@@ -11,3 +11,16 @@ from nnunetv2_scdl.training.scdl_mean_teacher import (  # noqa: F401
     nnUNetTrainerSCDL_MT, nnUNetTrainerSCDL_MT_1epoch, nnUNetTrainerSCDL_MT_5epochs, nnUNetTrainerSCDL_MT_10epochs,
     nnUNetTrainerSCDL_MT_50epochs, nnUNetTrainerSCDL_MT_100epochs, nnUNetTrainerSCDL_MT_250epochs,
     nnUNetTrainerSCDL_MT_500epochs)
+from nnunetv2_scdl.training.ga_cps import (  # noqa: F401
+    nnUNetTrainerGACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerGACPS_1epoch, nnUNetTrainerGACPS_5epochs,
+    nnUNetTrainerGACPS_10epochs, nnUNetTrainerGACPS_50epochs, nnUNetTrainerGACPS_100epochs,
+    nnUNetTrainerGACPS_250epochs, nnUNetTrainerGACPS_500epochs, nnUNetTrainerSCDL_GACPS,
+    nnUNetTrainerSCDL_GACPS_paper, nnUNetTrainerSCDL_GACPS_1epoch, nnUNetTrainerSCDL_GACPS_5epochs,
+    nnUNetTrainerSCDL_GACPS_10epochs, nnUNetTrainerSCDL_GACPS_50epochs, nnUNetTrainerSCDL_GACPS_100epochs,
+    nnUNetTrainerSCDL_GACPS_250epochs, nnUNetTrainerSCDL_GACPS_500epochs)
+from nnunetv2_scdl.training.dhc import (  # noqa: F401
+    nnUNetTrainerDHC, nnUNetTrainerDHC_paper, nnUNetTrainerDHC_1epoch, nnUNetTrainerDHC_5epochs,
+    nnUNetTrainerDHC_10epochs, nnUNetTrainerDHC_50epochs, nnUNetTrainerDHC_100epochs, nnUNetTrainerDHC_250epochs,
+    nnUNetTrainerDHC_500epochs, nnUNetTrainerSCDL_DHC, nnUNetTrainerSCDL_DHC_paper, nnUNetTrainerSCDL_DHC_1epoch,
+    nnUNetTrainerSCDL_DHC_5epochs, nnUNetTrainerSCDL_DHC_10epochs, nnUNetTrainerSCDL_DHC_50epochs,
+    nnUNetTrainerSCDL_DHC_100epochs, nnUNetTrainerSCDL_DHC_250epochs, nnUNetTrainerSCDL_DHC_500epochs)

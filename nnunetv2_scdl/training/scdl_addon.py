@@ -52,10 +52,15 @@ class SCDLAddon:
     def forward_student(self, inputs: torch.Tensor):
         return self.network(inputs, return_scdl=True)
 
-    def auxiliary_loss(self, aux, target, n_labeled: int):
-        terms = unwrap_network(self.network).scdl_loss_terms(aux, full_resolution(target), n_labeled,
-                                                             ignore_label=self.label_manager.ignore_label)
+    def scdl_loss(self, network, aux, target, n_labeled: int):
+        """The weighted SCDL loss of one ``SCDLUNet`` and its raw terms (cdba_labeled, cdba_unlabeled, kl, sac)."""
+        terms = network.scdl_loss_terms(aux, full_resolution(target), n_labeled,
+                                        ignore_label=self.label_manager.ignore_label)
         ramp = self.rampup()
         loss = (self.scdl_weight_cdba * (terms["cdba_labeled"] + ramp * terms["cdba_unlabeled"])
                 + self.scdl_weight_kl * ramp * terms["kl"] + self.scdl_weight_sac * terms["sac"])
+        return loss, terms
+
+    def auxiliary_loss(self, aux, target, n_labeled: int):
+        loss, terms = self.scdl_loss(unwrap_network(self.network), aux, target, n_labeled)
         return loss, {f"scdl_{name}": value.detach() for name, value in terms.items()}

@@ -1,0 +1,201 @@
+"""``nnUNetTrainerCoTraining``: the shared base of the two-network co-training trainers (GA-CPS, DHC).
+
+Spec: docs/method_spec.md §2.3, §4, §7.2 and §7.4; user documentation: docs/co_training.md.
+
+- Network: a :class:`~nnunetv2_scdl.networks.dual_network.DualNetwork` of two U-Nets, each generated from the plans
+  by nnU-Net's ``get_network_from_plans`` (He init), built in the classmethod ``build_network_architecture`` (so
+  ``nnUNetv2_predict`` rebuilds exactly the trained module). Net B can be re-initialised (``network_b_init``).
+  Inference, online validation and ``checkpoint['network_weights']`` use the ensemble (A(x) + B(x)) / 2.
+- Training step: A and B both run on cat(labeled, unlabeled). The supervised loss of each net is applied to its
+  labeled outputs under nnU-Net's ``DeepSupervisionWrapper`` (weights 1, ½, ¼, … with the lowest 0, normalised, as
+  ``nnUNetTrainer._build_loss``). Cross pseudo supervision (CPS) runs on the full-resolution logits over the whole
+  batch (labeled included), each net against the hard argmax pseudo-label of the other net (no gradient).
+- Total: L = L_sup,A + L_sup,B + w_cps(t)·(L_cps,A + L_cps,B) [+ add-on terms, e.g. SCDL], with
+  w_cps(t) = cps_weight · sigmoid_rampup(t, T), t = global iteration, T = all iterations of the run.
+
+Subclasses set the losses in :meth:`build_co_training_losses` (and may update state in :meth:`before_losses`).
+``PaperOptimiser`` switches a trainer to a paper's SGD with a per-iteration poly learning rate.
+"""
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from torch import nn
+
+from nnunetv2_scdl.networks.dual_network import DualNetwork, InitWeights_XavierNormal
+from nnunetv2_scdl.training.schedules import sigmoid_rampup
+from nnunetv2_scdl.training.ssl_base import Logits, full_resolution, nnUNetTrainerSSL, split_batch
+
+#: re-initialisations for ``network_a_init`` / ``network_b_init``; "he" keeps get_network_from_plans' InitWeights_He
+NETWORK_INITS: Dict[str, Optional[Callable[[], Callable[[nn.Module], None]]]] = {
+    "he": None,
+    "xavier_normal": InitWeights_XavierNormal,
+}
+
+
+def build_dual_network(trainer_class, configuration_manager, num_input_channels: int, num_output_channels: int,
+                       enable_deep_supervision: bool = True) -> DualNetwork:
+    """Two plan-generated U-Nets (A, B), initialised per ``trainer_class.network_{a,b}_init`` and then passed through
+    ``trainer_class.wrap_single_network`` (identity, or e.g. SCDL's wrapper). The init is applied to the plain U-Net
+    before wrapping, so a wrapper's own parameters keep their own initialisation."""
+    networks = []
+    for name in ("network_a_init", "network_b_init"):
+        init = getattr(trainer_class, name)
+        if init not in NETWORK_INITS:
+            raise ValueError(f"{trainer_class.__name__}.{name} must be one of {sorted(NETWORK_INITS)}, got {init!r}.")
+        network = get_network_from_plans(configuration_manager.network_arch_class_name,
+                                         configuration_manager.network_arch_init_kwargs,
+                                         configuration_manager.network_arch_init_kwargs_req_import,
+                                         num_input_channels, num_output_channels, allow_init=True,
+                                         deep_supervision=enable_deep_supervision)
+        if NETWORK_INITS[init] is not None:
+            network.apply(NETWORK_INITS[init]())
+        networks.append(trainer_class.wrap_single_network(network, configuration_manager, num_output_channels))
+    return DualNetwork(*networks)
+
+
+class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
+    """Base class (not a method by itself): two plan-generated U-Nets trained with cross pseudo supervision.
+
+    Hyperparameters (class attributes, env ``SCDL_<NAME>``): ``cps_weight`` (0.1, both papers), the maximum of the
+    CPS weight ramp. Architecture options (class attributes only; the predictor rebuilds the network from the class):
+    ``network_a_init`` / ``network_b_init`` ("he" or "xavier_normal").
+
+    Subclasses implement :meth:`build_co_training_losses`, which sets ``supervised_loss_a``/``_b`` (called as
+    ``loss(labeled_outputs, target)``, DS lists when DS is on; wrap with :meth:`wrap_deep_supervision`) and
+    ``cps_loss_a``/``_b`` (called as ``loss(full_res_logits, pseudo_label [B,1,...])``).
+    """
+
+    hyperparameters = nnUNetTrainerSSL.hyperparameters + ("cps_weight",)
+    cps_weight = 0.1
+    network_a_init = "he"
+    network_b_init = "he"
+    logged_terms = ("supervised_a", "supervised_b", "cps_a", "cps_b", "cps_weight")
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.supervised_loss_a = self.supervised_loss_b = None
+        self.cps_loss_a = self.cps_loss_b = None
+
+    # ---------------------------------------------------------------------------------------------- network
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
+        return build_dual_network(cls, configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision)
+
+    @classmethod
+    def wrap_single_network(cls, network: nn.Module, configuration_manager, num_output_channels: int) -> nn.Module:
+        """Hook for add-ons that wrap each plan-generated U-Net (e.g. SCDL); identity here."""
+        return network
+
+    # ---------------------------------------------------------------------------------------------- losses
+    def deep_supervision_weights(self) -> Optional[np.ndarray]:
+        """nnU-Net's DS weights (``nnUNetTrainer._build_loss``): 1/2^i per scale, the lowest set to 0, normalised."""
+        if not self.enable_deep_supervision:
+            return None
+        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
+        weights[-1] = 0  # DDP (where nnU-Net uses 1e-6 here) is rejected by nnUNetTrainerSSL
+        return weights / weights.sum()
+
+    def wrap_deep_supervision(self, loss: nn.Module) -> nn.Module:
+        weights = self.deep_supervision_weights()
+        return loss if weights is None else DeepSupervisionWrapper(loss, weights)
+
+    def build_co_training_losses(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is the co-training base class; train one of its methods "
+                                  f"(e.g. nnUNetTrainerGACPS or nnUNetTrainerDHC) instead.")
+
+    def initialize(self):
+        super().initialize()
+        self.build_co_training_losses()
+
+    # ---------------------------------------------------------------------------------------------- training step
+    def rampup(self) -> float:
+        """sigmoid_rampup(t, T) with T = all iterations of the run (both papers ramp over the whole run)."""
+        return sigmoid_rampup(self.global_iteration, self.num_epochs * self.num_iterations_per_epoch)
+
+    def forward_student(self, inputs: torch.Tensor):
+        """``((outputs_a, outputs_b), aux)``: both nets on the same batch (through ``DualNetwork.forward``)."""
+        return self.network(inputs, mode="both"), None
+
+    def before_losses(self, outputs_a: Logits, outputs_b: Logits, target: Logits, n_labeled: int) -> None:
+        """Hook called after the forward pass and before the losses (e.g. DHC's class-weight updates)."""
+
+    def compute_loss(self, data, target, unlabeled):
+        n_labeled = data.shape[0]
+        (outputs_a, outputs_b), aux = self.forward_student(torch.cat((data, unlabeled["data"])))
+        self.before_losses(outputs_a, outputs_b, target, n_labeled)
+        labeled_a, _ = split_batch(outputs_a, n_labeled)
+        labeled_b, _ = split_batch(outputs_b, n_labeled)
+        supervised_a = self.supervised_loss_a(labeled_a, target)
+        supervised_b = self.supervised_loss_b(labeled_b, target)
+        logits_a, logits_b = full_resolution(outputs_a), full_resolution(outputs_b)
+        with torch.no_grad():
+            pseudo_a = logits_a.argmax(1, keepdim=True)
+            pseudo_b = logits_b.argmax(1, keepdim=True)
+        cps_a = self.cps_loss_a(logits_a, pseudo_b)  # A learns from B's hard labels
+        cps_b = self.cps_loss_b(logits_b, pseudo_a)  # and B from A's
+        weight = self.cps_weight * self.rampup()
+        auxiliary, auxiliary_terms = self.auxiliary_loss(aux, target, n_labeled)
+        terms = {"supervised_a": supervised_a.detach(), "supervised_b": supervised_b.detach(),
+                 "cps_a": cps_a.detach(), "cps_b": cps_b.detach(), "cps_weight": weight, **auxiliary_terms}
+        return supervised_a + supervised_b + weight * (cps_a + cps_b) + auxiliary, terms
+
+
+# -------------------------------------------------------------------------------------------------- paper option
+class IterationPolyLR:
+    """lr = initial_lr · (1 − t/T)^exponent with t = the trainer's global iteration, set whenever ``step`` is called.
+
+    nnU-Net calls ``step(current_epoch)`` at every epoch start (the argument is ignored: the lr follows the iteration
+    counter, which ``--c`` restores); :class:`PaperOptimiser` also calls it after every optimiser step.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, total_iterations: Callable[[], int],
+                 current_iteration: Callable[[], int], exponent: float = 0.9):
+        self.optimizer = optimizer
+        self.initial_lr = initial_lr
+        self.total_iterations = total_iterations
+        self.current_iteration = current_iteration
+        self.exponent = exponent
+        self.step()
+
+    def lr(self) -> float:
+        total = max(1, self.total_iterations())
+        progress = min(max(self.current_iteration(), 0), total) / total
+        return self.initial_lr * (1 - progress) ** self.exponent
+
+    def step(self, epoch=None) -> None:
+        lr = self.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class PaperOptimiser:
+    """Mixin (put it first in the bases): the papers' SGD with poly lr set per iteration, instead of nnU-Net's SGD
+    (momentum 0.99, Nesterov, wd 3e-5) with poly lr per epoch. Gradient clipping (norm 12) and AMP on CUDA stay as in
+    nnUNetTrainerSSL. Subclasses set the ``paper_*`` attributes and the budget (``num_epochs`` ×
+    ``num_iterations_per_epoch``)."""
+
+    paper_lr = 0.01
+    paper_momentum = 0.9
+    paper_nesterov = False
+    paper_weight_decay = 1e-4
+    paper_poly_exponent = 0.9
+
+    def configure_optimizers(self):
+        self.initial_lr, self.weight_decay = self.paper_lr, self.paper_weight_decay  # what nnU-Net logs
+        optimizer = torch.optim.SGD(self.network.parameters(), lr=self.paper_lr, momentum=self.paper_momentum,
+                                    nesterov=self.paper_nesterov, weight_decay=self.paper_weight_decay)
+        scheduler = IterationPolyLR(optimizer, self.paper_lr,
+                                    lambda: self.num_epochs * self.num_iterations_per_epoch,
+                                    lambda: self.global_iteration, self.paper_poly_exponent)
+        return optimizer, scheduler
+
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
+        self.lr_scheduler.step()

@@ -1,0 +1,130 @@
+"""GA-CPS (GALoss, ECCV'24) on nnU-Net: cross pseudo supervision with gradient-aware losses. Spec §2.3, §7.4.
+
+L = Σ_{N∈{A,B}} DS[GACE_{k_sup,γ}(N(x_l), y) + GADice(N(x_l), y)]
+    + w_cps(t)·[GACE_{k_cps,γ}(A(x), argmax B(x)) + GACE_{k_cps,γ}(B(x), argmax A(x))]
+
+with x = cat(labeled, unlabeled), CPS on the full-resolution logits, DS = nnU-Net's deep-supervision wrapper,
+k_sup = 10, k_cps = 100, γ = 0.5, w_cps(t) = 0.1·sigmoid_rampup(t, all iterations). A keeps nnU-Net's He init, B is
+re-initialised Xavier-normal. See docs/co_training.md.
+"""
+from typing import Optional
+
+from torch import nn
+
+from nnunetv2_scdl.losses import GACELoss, GADiceLoss
+from nnunetv2_scdl.training.co_training import PaperOptimiser, nnUNetTrainerCoTraining
+from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS
+from nnunetv2_scdl.training.scdl_co_training import CoTrainingSCDLAddon
+
+
+class GASupervisedLoss(nn.Module):
+    """GACE(k, γ) + GADice on logits and an integer target (one DS scale)."""
+
+    def __init__(self, k: float = 10.0, gamma: float = 0.5, ignore_index: Optional[int] = None):
+        super().__init__()
+        self.ce = GACELoss(k=k, gamma=gamma, ignore_index=ignore_index)
+        self.dice = GADiceLoss(softmax=True, ignore_index=ignore_index)
+
+    def forward(self, prediction, target):
+        return self.ce(prediction, target) + self.dice(prediction, target)
+
+
+class nnUNetTrainerGACPS(nnUNetTrainerCoTraining):
+    """GA-CPS. Hyperparameters (env ``SCDL_<NAME>``): ``cps_weight`` 0.1, ``ga_k_supervised`` 10 (% of voxels kept
+    by GACE's OHEM), ``ga_k_cps`` 100, ``ga_gamma`` 0.5."""
+
+    hyperparameters = nnUNetTrainerCoTraining.hyperparameters + ("ga_k_supervised", "ga_k_cps", "ga_gamma")
+    ga_k_supervised = 10.0
+    ga_k_cps = 100.0
+    ga_gamma = 0.5
+    network_b_init = "xavier_normal"
+
+    def build_co_training_losses(self) -> None:
+        ignore = self.label_manager.ignore_label
+        supervised = GASupervisedLoss(self.ga_k_supervised, self.ga_gamma, ignore_index=ignore)
+        # stateless: A and B share the loss objects
+        self.supervised_loss_a = self.supervised_loss_b = self.wrap_deep_supervision(supervised)
+        self.cps_loss_a = self.cps_loss_b = GACELoss(k=self.ga_k_cps, gamma=self.ga_gamma)
+
+
+class nnUNetTrainerSCDL_GACPS(CoTrainingSCDLAddon, nnUNetTrainerGACPS):
+    """GA-CPS with one SCDL per network (prior mode 'none' by default: SCDL adds losses only)."""
+
+    hyperparameters = nnUNetTrainerGACPS.hyperparameters + SCDL_HYPERPARAMETERS
+    logged_terms = nnUNetTrainerGACPS.logged_terms + SCDL_LOGGED_TERMS
+
+
+class GACPSPaperSchedule(PaperOptimiser):
+    """GALoss' CPS optimisation: SGD lr 0.01, momentum 0.9, wd 1e-4, poly 0.9 per iteration, 17 000 iterations
+    (68 epochs × 250)."""
+
+    paper_lr = 0.01
+    paper_momentum = 0.9
+    paper_nesterov = False
+    paper_weight_decay = 1e-4
+    num_epochs = 68
+    num_iterations_per_epoch = 250
+
+
+class nnUNetTrainerGACPS_paper(GACPSPaperSchedule, nnUNetTrainerGACPS):
+    pass
+
+
+class nnUNetTrainerSCDL_GACPS_paper(GACPSPaperSchedule, nnUNetTrainerSCDL_GACPS):
+    pass
+
+
+class nnUNetTrainerGACPS_1epoch(nnUNetTrainerGACPS):
+    num_epochs = 1
+
+
+class nnUNetTrainerGACPS_5epochs(nnUNetTrainerGACPS):
+    num_epochs = 5
+
+
+class nnUNetTrainerGACPS_10epochs(nnUNetTrainerGACPS):
+    num_epochs = 10
+
+
+class nnUNetTrainerGACPS_50epochs(nnUNetTrainerGACPS):
+    num_epochs = 50
+
+
+class nnUNetTrainerGACPS_100epochs(nnUNetTrainerGACPS):
+    num_epochs = 100
+
+
+class nnUNetTrainerGACPS_250epochs(nnUNetTrainerGACPS):
+    num_epochs = 250
+
+
+class nnUNetTrainerGACPS_500epochs(nnUNetTrainerGACPS):
+    num_epochs = 500
+
+
+class nnUNetTrainerSCDL_GACPS_1epoch(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 1
+
+
+class nnUNetTrainerSCDL_GACPS_5epochs(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 5
+
+
+class nnUNetTrainerSCDL_GACPS_10epochs(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 10
+
+
+class nnUNetTrainerSCDL_GACPS_50epochs(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 50
+
+
+class nnUNetTrainerSCDL_GACPS_100epochs(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 100
+
+
+class nnUNetTrainerSCDL_GACPS_250epochs(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 250
+
+
+class nnUNetTrainerSCDL_GACPS_500epochs(nnUNetTrainerSCDL_GACPS):
+    num_epochs = 500

@@ -1,0 +1,190 @@
+"""Co-training trainers (GA-CPS, DHC and their SCDL variants): in-process steps, loss formulas, resume state, and one
+real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import _copy_ids, copy_planned_dataset
+from test_end_to_end import fold_folder, load_checkpoint, training_env
+from test_ssl_trainer import add_ignore_label, make_trainer
+
+from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
+from nnunetv2_scdl.networks.dual_network import DualNetwork
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.training.co_training import nnUNetTrainerCoTraining
+from nnunetv2_scdl.training.dhc import nnUNetTrainerDHC, nnUNetTrainerDHC_paper, nnUNetTrainerSCDL_DHC
+from nnunetv2_scdl.training.ga_cps import (nnUNetTrainerGACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerGACPS_5epochs,
+                                           nnUNetTrainerSCDL_GACPS)
+
+SCDL_TRAINERS = (nnUNetTrainerSCDL_GACPS, nnUNetTrainerSCDL_DHC)
+
+
+@pytest.fixture(scope="module")
+def co_dataset(planned_phantom):
+    """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
+    dataset = copy_planned_dataset(planned_phantom, next(_copy_ids))
+    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                         verbose=False)
+    yield dataset
+    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def started_trainer(dataset, trainer_class):
+    trainer = make_trainer(dataset, trainer_class)
+    trainer.initialize()
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def expected_total(trainer, o):
+    """The documented formula (docs/co_training.md) from the logged terms of one step."""
+    total = o["supervised_a"] + o["supervised_b"] + o["cps_weight"] * (o["cps_a"] + o["cps_b"])
+    if isinstance(trainer, SCDL_TRAINERS):
+        ramp = o["cps_weight"] / trainer.cps_weight
+        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+                        + o["scdl_sac"])
+    return total
+
+
+def test_network_is_a_dual_unet_with_the_documented_inits(planned_phantom):
+    trainer = make_trainer(planned_phantom, nnUNetTrainerGACPS)
+    trainer.initialize()
+    network = trainer.network
+    assert isinstance(network, DualNetwork)
+    # B is Xavier-normal: its conv weights differ in scale from A's He init (fan_in only)
+    conv_a = next(m for m in network.net_a.modules() if isinstance(m, torch.nn.Conv3d))
+    conv_b = next(m for m in network.net_b.modules() if isinstance(m, torch.nn.Conv3d))
+    fan_in = conv_a.weight[0].numel()
+    fan_out = conv_a.weight.shape[0] * conv_a.weight[0, 0].numel()
+    assert conv_a.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.35)  # He (a=0.01) ≈ √(2/fan_in)
+    assert conv_b.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.35)
+    # deep supervision toggles both decoders; the stock predictor's call returns the ensemble
+    trainer.set_deep_supervision_enabled(False)
+    assert not network.net_a.decoder.deep_supervision and not network.net_b.decoder.deep_supervision
+    x = torch.randn(1, 1, *trainer.configuration_manager.patch_size)
+    with torch.no_grad():
+        network.eval()
+        assert torch.allclose(network(x), (network.net_a(x) + network.net_b(x)) / 2)
+    scdl = nnUNetTrainerSCDL_DHC.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1,
+                                                           4, True)
+    assert isinstance(scdl.net_a, SCDLUNet) and isinstance(scdl.net_b, SCDLUNet)
+    assert scdl.net_a.prior_mode == "none" and any(k.startswith("net_b.scdl.") for k in scdl.state_dict())
+    with pytest.raises(NotImplementedError, match="base class"):
+        make_trainer(planned_phantom, nnUNetTrainerCoTraining).initialize()
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS, nnUNetTrainerDHC,
+                                           nnUNetTrainerSCDL_DHC], ids=lambda c: c.__name__)
+def test_two_steps_give_finite_terms_and_the_documented_total(co_dataset, monkeypatch, trainer_class):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(co_dataset, trainer_class)
+    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+    assert trainer.global_iteration == 2
+    for o in outputs:
+        assert set(trainer.logged_terms) <= set(o)
+        assert all(np.isfinite(float(o[name])) for name in trainer.logged_terms), o
+        assert float(o["loss"]) == pytest.approx(expected_total(trainer, o), rel=1e-4)
+    total_iterations = trainer.num_epochs * trainer.num_iterations_per_epoch
+    assert outputs[1]["cps_weight"] == pytest.approx(0.1 * np.exp(-5 * (1 - 1 / total_iterations) ** 2))
+    if issubclass(trainer_class, nnUNetTrainerDHC):
+        # DiffDW moved away from its initial C·1; DistDW started from the labeled counts (background weight ~0)
+        assert not torch.equal(trainer.diff_dw.weights, torch.full((4,), 4.0, dtype=torch.float64))
+        assert trainer.dist_dw.weights[0] < 0.1 and trainer.dist_dw.weights[1:].max() > 1
+    trainer.on_train_epoch_end(outputs)
+    for name in trainer.logged_terms:
+        assert len(trainer.logger.get_value(name, None)) == 1, name
+    trainer.on_train_end()
+
+
+def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_copy, run_console, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    dataset = phantom_copy()
+    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                         verbose=False)
+    add_ignore_label(dataset, run_console)
+    for trainer_class in (nnUNetTrainerGACPS, nnUNetTrainerDHC):
+        trainer = started_trainer(dataset, trainer_class)
+        assert trainer.label_manager.has_ignore_label
+        outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+        for o in outputs:
+            assert all(np.isfinite(float(o[name])) for name in trainer.logged_terms), o
+            assert float(o["loss"]) == pytest.approx(expected_total(trainer, o), rel=1e-4)
+        if trainer_class is nnUNetTrainerDHC:
+            assert trainer.labeled_class_counts().numel() == trainer.label_manager.num_segmentation_heads
+        trainer.on_train_end()
+
+
+def test_dhc_resume_restores_the_class_weights_exactly(co_dataset, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(co_dataset, nnUNetTrainerDHC)
+    for _ in range(2):
+        trainer.train_step(next(trainer.dataloader_train))
+    saved = trainer.extra_checkpoint_state()
+    assert {"diff_dw", "dist_dw", "global_iteration"} <= set(saved)
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    trainer.on_train_end()
+
+    resumed = make_trainer(co_dataset, nnUNetTrainerDHC)
+    resumed.initialize()
+    resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
+    assert resumed.global_iteration == 2
+    assert torch.equal(resumed.diff_dw.weights, trainer.diff_dw.weights)
+    assert torch.equal(resumed.dist_dw.weights, trainer.dist_dw.weights)
+    restored = resumed.extra_checkpoint_state()
+    for name in ("diff_dw", "dist_dw"):
+        for key, value in saved[name].items():
+            assert torch.equal(value, restored[name][key]) if isinstance(value, torch.Tensor) \
+                else value == restored[name][key], (name, key)
+
+
+def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(co_dataset, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    assert make_trainer(co_dataset, nnUNetTrainerGACPS_5epochs).num_epochs == 5
+    ga = make_trainer(co_dataset, nnUNetTrainerGACPS_paper)
+    assert ga.num_epochs * ga.num_iterations_per_epoch == 17000
+    dhc = make_trainer(co_dataset, nnUNetTrainerDHC_paper)
+    assert dhc.num_epochs * dhc.num_iterations_per_epoch == 2400
+    dhc.initialize()
+    group = dhc.optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.03, 0.9, True, 3e-5)
+    monkeypatch.setenv("SCDL_NUM_EPOCHS", "1")
+    monkeypatch.setenv("SCDL_NUM_ITERATIONS_PER_EPOCH", "4")
+    trainer = started_trainer(co_dataset, nnUNetTrainerGACPS_paper)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, False, 1e-4)
+    assert group["lr"] == pytest.approx(0.01)
+    trainer.train_step(next(trainer.dataloader_train))
+    assert group["lr"] == pytest.approx(0.01 * (1 - 1 / 4) ** 0.9)  # stepped after the optimiser step, not per epoch
+    trainer.on_train_end()
+
+
+def test_gacps_and_scdl_dhc_train_and_predict_through_the_cli(phantom_copy, run_console, tmp_path):
+    dataset = phantom_copy()
+    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
+                                                       "-p", dataset.cpu_plans, "-np", 1])
+    env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2"}
+    for trainer in ("nnUNetTrainerGACPS", "nnUNetTrainerSCDL_DHC"):
+        run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                       "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
+        checkpoint = load_checkpoint(fold_folder(dataset, trainer))
+        assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2
+        weights = checkpoint["network_weights"]
+        assert any(k.startswith("net_a.") for k in weights) and any(k.startswith("net_b.") for k in weights)
+        assert np.isfinite(checkpoint["logging"]["cps_a"][0])
+        if trainer == "nnUNetTrainerSCDL_DHC":
+            assert any(k.startswith("net_a.scdl.") for k in weights)
+            assert {"diff_dw", "dist_dw"} <= set(checkpoint["nnunetv2_scdl"])
+        output = tmp_path / trainer
+        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
+                                         "-d", dataset.dataset_id, "-c", dataset.configuration, "-tr", trainer,
+                                         "-p", dataset.cpu_plans, "-f", 0, "-device", "cpu", "--disable_tta",
+                                         "-npp", 1, "-nps", 1], env=env)
+        for case in dataset.test:
+            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
+            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" /
+                                                                  f"{case}.nii.gz")))
+            assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2, 3}
