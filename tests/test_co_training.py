@@ -162,12 +162,12 @@ def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(co_dataset, monkeypat
     trainer.on_train_end()
 
 
-def test_gacps_and_scdl_dhc_train_and_predict_through_the_cli(phantom_copy, run_console, tmp_path):
+def test_each_co_training_trainer_trains_and_predicts_through_the_cli(phantom_copy, run_console, tmp_path):
     dataset = phantom_copy()
     run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
                                                        "-p", dataset.cpu_plans, "-np", 1])
     env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2"}
-    for trainer in ("nnUNetTrainerGACPS", "nnUNetTrainerSCDL_DHC"):
+    for trainer in ("nnUNetTrainerGACPS", "nnUNetTrainerSCDL_GACPS", "nnUNetTrainerDHC", "nnUNetTrainerSCDL_DHC"):
         run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
                                        "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
         checkpoint = load_checkpoint(fold_folder(dataset, trainer))
@@ -175,8 +175,9 @@ def test_gacps_and_scdl_dhc_train_and_predict_through_the_cli(phantom_copy, run_
         weights = checkpoint["network_weights"]
         assert any(k.startswith("net_a.") for k in weights) and any(k.startswith("net_b.") for k in weights)
         assert np.isfinite(checkpoint["logging"]["cps_a"][0])
-        if trainer == "nnUNetTrainerSCDL_DHC":
-            assert any(k.startswith("net_a.scdl.") for k in weights)
+        if "SCDL" in trainer:
+            assert any(k.startswith("net_a.scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
+        if "DHC" in trainer:
             assert {"diff_dw", "dist_dw"} <= set(checkpoint["nnunetv2_scdl"])
         output = tmp_path / trainer
         run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
