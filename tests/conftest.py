@@ -166,9 +166,20 @@ def planned_phantom(nnunet_folders) -> PlannedPhantom:
         data_identifier=data_identifier, labeled=written.labeled, unlabeled=written.unlabeled, test=written.test)
 
 
-def copy_planned_dataset(source: PlannedPhantom, dataset_id: int) -> PlannedPhantom:
-    """Copy the raw and preprocessed folders of ``source`` under ``dataset_id`` (plans' dataset_name updated)."""
+def next_free_dataset_id() -> int:
+    """The next copy ID (901, 902, ...) that names no folder yet in nnUNet_raw/_preprocessed/_results."""
+    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
+
+    return next(i for i in _copy_ids if len(find_candidate_datasets(i)) == 0)
+
+
+def copy_planned_dataset(source: PlannedPhantom, dataset_id: Optional[int] = None) -> PlannedPhantom:
+    """Copy the raw and preprocessed folders of ``source`` under ``dataset_id`` (plans' dataset_name updated);
+    by default under the next free copy ID."""
     from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+
+    if dataset_id is None:
+        dataset_id = next_free_dataset_id()
 
     name = re.sub(r"^Dataset\d{3}", f"Dataset{dataset_id:03d}", source.dataset_name)
     raw = source.raw_folder.parent / name
@@ -192,7 +203,7 @@ def phantom_copy(planned_phantom):
     made = []
 
     def make() -> PlannedPhantom:
-        copy = copy_planned_dataset(planned_phantom, next(_copy_ids))
+        copy = copy_planned_dataset(planned_phantom)
         made.append(copy)
         return copy
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import _copy_ids, copy_planned_dataset
+from conftest import copy_planned_dataset
 from test_end_to_end import fold_folder, load_checkpoint, training_env
 from test_ssl_trainer import add_ignore_label, make_trainer
 
@@ -24,7 +24,7 @@ SCDL_TRAINERS = (nnUNetTrainerSCDL_GACPS, nnUNetTrainerSCDL_DHC)
 @pytest.fixture(scope="module")
 def co_dataset(planned_phantom):
     """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
-    dataset = copy_planned_dataset(planned_phantom, next(_copy_ids))
+    dataset = copy_planned_dataset(planned_phantom)
     preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
                          verbose=False)
     yield dataset

@@ -6,7 +6,6 @@ plan_and_preprocess (fixture) → unlabeled preprocessing → nnUNetv2_train (SS
 import json
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
 
@@ -20,6 +19,7 @@ def training_env(num_epochs: int, iterations: int = 3) -> dict:
         "nnUNet_extTrainer": str(trainers_dir()),
         "nnUNet_compile": "f",
         "nnUNet_n_proc_DA": "0",
+        "nnUNet_def_n_proc": "1",  # nnU-Net's final validation and export spawn this many workers (8 by default)
         "SCDL_NUM_EPOCHS": str(num_epochs),
         "SCDL_NUM_ITERATIONS_PER_EPOCH": str(iterations),
         "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": "1",

@@ -24,3 +24,18 @@ from nnunetv2_scdl.training.dhc import (  # noqa: F401
     nnUNetTrainerDHC_500epochs, nnUNetTrainerSCDL_DHC, nnUNetTrainerSCDL_DHC_paper, nnUNetTrainerSCDL_DHC_1epoch,
     nnUNetTrainerSCDL_DHC_5epochs, nnUNetTrainerSCDL_DHC_10epochs, nnUNetTrainerSCDL_DHC_50epochs,
     nnUNetTrainerSCDL_DHC_100epochs, nnUNetTrainerSCDL_DHC_250epochs, nnUNetTrainerSCDL_DHC_500epochs)
+from nnunetv2_scdl.training.generic_ssl import (  # noqa: F401
+    nnUNetTrainerGenericSSL, nnUNetTrainerGenericSSL_1epoch, nnUNetTrainerGenericSSL_5epochs,
+    nnUNetTrainerGenericSSL_10epochs, nnUNetTrainerGenericSSL_50epochs, nnUNetTrainerGenericSSL_100epochs,
+    nnUNetTrainerGenericSSL_250epochs, nnUNetTrainerGenericSSL_500epochs, nnUNetTrainerSCDL_GenericSSL,
+    nnUNetTrainerSCDL_GenericSSL_1epoch, nnUNetTrainerSCDL_GenericSSL_5epochs, nnUNetTrainerSCDL_GenericSSL_10epochs,
+    nnUNetTrainerSCDL_GenericSSL_50epochs, nnUNetTrainerSCDL_GenericSSL_100epochs,
+    nnUNetTrainerSCDL_GenericSSL_250epochs, nnUNetTrainerSCDL_GenericSSL_500epochs)
+from nnunetv2_scdl.training.ga_magicnet import (  # noqa: F401
+    nnUNetTrainerGAMagicNet, nnUNetTrainerGAMagicNet_paper, nnUNetTrainerGAMagicNet_1epoch,
+    nnUNetTrainerGAMagicNet_5epochs, nnUNetTrainerGAMagicNet_10epochs, nnUNetTrainerGAMagicNet_50epochs,
+    nnUNetTrainerGAMagicNet_100epochs, nnUNetTrainerGAMagicNet_250epochs, nnUNetTrainerGAMagicNet_500epochs,
+    nnUNetTrainerSCDL_GAMagicNet, nnUNetTrainerSCDL_GAMagicNet_paper, nnUNetTrainerSCDL_GAMagicNet_1epoch,
+    nnUNetTrainerSCDL_GAMagicNet_5epochs, nnUNetTrainerSCDL_GAMagicNet_10epochs, nnUNetTrainerSCDL_GAMagicNet_50epochs,
+    nnUNetTrainerSCDL_GAMagicNet_100epochs, nnUNetTrainerSCDL_GAMagicNet_250epochs,
+    nnUNetTrainerSCDL_GAMagicNet_500epochs)

@@ -1,0 +1,228 @@
+"""GA-MagicNet trainers (plain and SCDL): network wrapper, cube grid from the plans, in-process steps, faithful vs
+corrected within-image recovery, resume state, and one real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run each."""
+import math
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import copy_planned_dataset
+from test_end_to_end import fold_folder, load_checkpoint, training_env
+from test_ssl_trainer import make_trainer
+
+from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
+from nnunetv2_scdl.networks.magic_cubes import partition_cubes
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.training.ga_magicnet import (MagicCubeNetwork, blend_distribution, nnUNetTrainerGAMagicNet,
+                                                nnUNetTrainerGAMagicNet_5epochs, nnUNetTrainerGAMagicNet_paper,
+                                                nnUNetTrainerSCDL_GAMagicNet, nnUNetTrainerSCDL_GAMagicNet_1epoch,
+                                                nnUNetTrainerSCDL_GAMagicNet_paper)
+
+# The phantom's CPU plans: patch (20, 28, 28), encoder total stride (2, 4, 4). The default grid is (2, 1, 1); the
+# in-process tests use a finer grid (2, 7, 7) on which the faithful read order differs from the exact inverse, and a
+# narrow location head to keep CPU steps fast.
+FINE_CUBE = (10, 4, 4)
+
+
+class SmallMagicNet(nnUNetTrainerGAMagicNet):
+    cube_size = FINE_CUBE
+    location_hidden_features = 64
+    blend_start_iteration = 0  # blend from the second step on, so the tests run the blending path
+
+
+class SmallFaithfulMagicNet(SmallMagicNet):
+    faithful = True
+
+
+class SmallSCDLMagicNet(nnUNetTrainerSCDL_GAMagicNet):
+    cube_size = FINE_CUBE
+    location_hidden_features = 64
+    blend_start_iteration = 0
+
+
+@pytest.fixture(scope="module")
+def magic_dataset(planned_phantom):
+    """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
+    dataset = copy_planned_dataset(planned_phantom)
+    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                         verbose=False)
+    yield dataset
+    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def started_trainer(dataset, trainer_class):
+    trainer = make_trainer(dataset, trainer_class)
+    trainer.initialize()
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def test_network_wrapper_grid_and_errors(planned_phantom):
+    trainer = make_trainer(planned_phantom, nnUNetTrainerGAMagicNet_5epochs)
+    assert trainer.num_epochs == 5
+    grid = trainer.cube_grid  # the plan's default grid
+    assert grid.patch_size == (20, 28, 28) and grid.total_stride == (2, 4, 4) and grid.n_cubes >= 2
+    small = make_trainer(planned_phantom, SmallMagicNet)
+    small.initialize()
+    network = small.network
+    assert isinstance(network, MagicCubeNetwork) and small.cube_grid.grid == (2, 7, 7)
+    assert network.location_head.n_cubes == 98
+    assert any(k.startswith("location_head.") for k in network.state_dict())
+    x = torch.randn(2, 1, 20, 28, 28)
+    with torch.no_grad():
+        # forward = the plan U-Net's forward; decode + heads reproduce it exactly
+        plain = network.segmenter(x)
+        assert all(torch.equal(a, b) for a, b in zip(network(x), plain))
+        assert all(torch.allclose(a, b) for a, b in zip(network.heads(network.features(x)), plain))
+        assert torch.allclose(network.full_resolution_head(network.features(x)[-1]), plain[0])
+        small.set_deep_supervision_enabled(False)  # nnU-Net's toggle reaches the decoder through the wrapper
+        assert not network.decoder.deep_supervision and network(x).shape == (2, 4, 20, 28, 28)
+        small.set_deep_supervision_enabled(True)
+        cubes = partition_cubes(x, small.cube_grid)
+        assert cubes.shape == (2 * 98, 1, 10, 4, 4)
+        network.train()
+        assert network.locate(network.encoder(cubes)[-1], 2).shape == (2 * 98, 98)
+
+    class Impossible(nnUNetTrainerGAMagicNet):
+        cube_size = (10, 6, 4)  # 6 is not a multiple of the stride 4 on axis 1
+
+    with pytest.raises(ValueError, match=r"patch size \[20, 28, 28\].*strides"):
+        make_trainer(planned_phantom, Impossible)
+    scdl = nnUNetTrainerSCDL_GAMagicNet.build_network_architecture(small.plans_manager, small.configuration_manager,
+                                                                   1, 4, True)
+    assert isinstance(scdl.segmenter, SCDLUNet) and scdl.segmenter.prior_mode == "head"
+    assert any(k.startswith("segmenter.scdl.") for k in scdl.state_dict())
+
+
+def test_blend_distribution():
+    d = blend_distribution(torch.tensor([100.0, 50.0, 0.0, 25.0]))
+    assert torch.allclose(d, torch.tensor([1.0, 0.5, 0.0, 0.25]))
+    assert torch.allclose(blend_distribution(torch.tensor([4.0, 1.0]), temperature=2.0), torch.tensor([1.0, 0.5]))
+    assert not blend_distribution(torch.zeros(3)).any()
+
+
+class _IdentityCubes:
+    """Stands in for the network in ``within_image_logits``: decode = the cubes themselves, head = identity."""
+
+    def decode(self, skips):
+        return [skips[0]]
+
+    def full_resolution_head(self, feature):
+        return feature
+
+
+def test_faithful_flag_changes_within_image_recovery(magic_dataset):
+    x = torch.arange(2 * 20 * 28 * 28, dtype=torch.float32).reshape(2, 1, 20, 28, 28)
+    recovered = {}
+    for trainer_class in (SmallMagicNet, SmallFaithfulMagicNet):
+        trainer = make_trainer(magic_dataset, trainer_class)
+        cubes = partition_cubes(x, trainer.cube_grid)
+        recovered[trainer.faithful] = trainer.within_image_logits(_IdentityCubes(), [cubes])
+    assert torch.equal(recovered[False], x)  # corrected: the exact inverse of the partition
+    assert not torch.equal(recovered[True], x)  # released: the transposed read order misplaces cubes
+    assert torch.equal(recovered[True].flatten().sort().values, x.flatten())  # ... but loses no voxel
+
+
+@pytest.mark.parametrize("trainer_class", [SmallMagicNet, SmallFaithfulMagicNet, SmallSCDLMagicNet],
+                         ids=["corrected", "faithful", "scdl"])
+def test_training_steps_have_finite_terms_and_documented_total(magic_dataset, monkeypatch, trainer_class):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(magic_dataset, trainer_class)
+    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+    assert trainer.global_iteration == 2
+    for o in outputs:
+        assert set(trainer.logged_terms) <= set(o)
+        assert all(math.isfinite(float(v)) for k, v in o.items()), o
+        assert 0 <= o["location_accuracy"] <= 1 and o["location"] > 0
+    assert outputs[0]["blend_fraction"] == 0 and 0 < outputs[1]["blend_fraction"] <= 1  # blending from step 2
+    assert trainer.class_counts.sum() == 2 * trainer.unlabeled_batch_size * 20 * 28 * 28
+    o = outputs[-1]
+    assert o["supervised"] == pytest.approx((o["supervised_main"] + o["dice_unmix"] + o["dice_within"]) / 4,
+                                            rel=1e-5)
+    expected = o["supervised"] + 0.1 * o["location"] + o["consistency_weight"] * o["consistency"]
+    if trainer_class is SmallSCDLMagicNet:
+        ramp = o["consistency_weight"] / trainer.consistency_weight
+        expected += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+                           + o["scdl_sac"])
+    assert float(o["loss"]) == pytest.approx(expected, rel=1e-4)
+    moved = [k for k, v in trainer.teacher.state_dict().items() if not torch.equal(v, teacher_before[k])]
+    assert any(k.startswith("location_head.") for k in moved) and any(k.startswith("segmenter.") for k in moved)
+    assert trainer.inference_network() is trainer.teacher.module
+    trainer.on_train_epoch_end(outputs)
+    trainer.on_train_end()
+
+
+def test_resume_restores_teacher_student_and_blend_state(magic_dataset, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(magic_dataset, SmallMagicNet)
+    for _ in range(2):
+        trainer.train_step(next(trainer.dataloader_train))
+    checkpoint_file = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(checkpoint_file)
+    teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    student = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    saved = torch.load(checkpoint_file, weights_only=False)
+    assert all(torch.equal(saved["network_weights"][k], v) for k, v in teacher.items())
+
+    resumed = make_trainer(magic_dataset, SmallMagicNet)
+    resumed.load_checkpoint(checkpoint_file)
+    assert resumed.global_iteration == 2
+    assert all(torch.equal(resumed.teacher.state_dict()[k], v) for k, v in teacher.items()), "teacher not restored"
+    assert all(torch.equal(resumed.network.state_dict()[k], v) for k, v in student.items()), "student not restored"
+    assert torch.equal(resumed.class_counts, trainer.class_counts)
+    assert torch.equal(resumed.class_distribution, trainer.class_distribution)
+    trainer.on_train_end()
+
+
+def test_cli_train_and_predict_both_trainers(phantom_copy, run_console, tmp_path):
+    """``nnUNetv2_train`` (1 epoch × 2 iterations) and ``nnUNetv2_predict`` with each trainer's checkpoint."""
+    env = training_env(1, iterations=2)
+    dataset = phantom_copy()
+    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
+                                                       "-p", dataset.cpu_plans, "-np", 1])
+    for trainer in ("nnUNetTrainerGAMagicNet", "nnUNetTrainerSCDL_GAMagicNet"):
+        run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                       "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
+        checkpoint = load_checkpoint(fold_folder(dataset, trainer))
+        assert checkpoint["trainer_name"] == trainer and checkpoint["nnunetv2_scdl"]["global_iteration"] == 2
+        weights = checkpoint["network_weights"]  # the EMA teacher, location head included
+        assert any(k.startswith("location_head.") for k in weights)
+        assert any(k.startswith("segmenter.scdl.") for k in weights) == ("SCDL" in trainer)
+        assert len(checkpoint["logging"]["location"]) == 1
+        output = tmp_path / f"predictions_{trainer}"
+        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
+                                         "-d", dataset.dataset_id, "-c", dataset.configuration, "-tr", trainer,
+                                         "-p", dataset.cpu_plans, "-f", 0, "-device", "cpu", "--disable_tta",
+                                         "-npp", 1, "-nps", 1], env=env)
+        for case in dataset.test:
+            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
+            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" / f"{case}.nii.gz")))
+            assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2, 3}
+
+
+def test_epoch_variants_exist():
+    assert nnUNetTrainerSCDL_GAMagicNet_1epoch.num_epochs == 1
+    assert issubclass(nnUNetTrainerSCDL_GAMagicNet_1epoch, nnUNetTrainerGAMagicNet)
+
+
+class SmallPaperMagicNet(nnUNetTrainerGAMagicNet_paper):
+    cube_size = FINE_CUBE
+    location_hidden_features = 64
+
+
+def test_paper_option_keeps_the_released_70000_iteration_constants(magic_dataset, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    scdl = make_trainer(magic_dataset, nnUNetTrainerSCDL_GAMagicNet_paper)
+    assert scdl.num_epochs * scdl.num_iterations_per_epoch == 17000 and scdl.consistency_rampup_step == 350
+    trainer = started_trainer(magic_dataset, SmallPaperMagicNet)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.01, 0.9, False, 1e-4)
+    trainer.train_step(next(trainer.dataloader_train))
+    assert group["lr"] == pytest.approx(0.01 * (1 - 1 / 70000) ** 0.9)  # poly over 70 000, per iteration
+    trainer.global_iteration = 17000  # the end of the run: w_c = 0.1·sigmoid_rampup(48, 200) ≈ 0.0056
+    assert trainer.consistency_weight * trainer.rampup() == pytest.approx(0.1 * math.exp(-5 * (1 - 48 / 200) ** 2))
+    trainer.on_train_end()

@@ -1,0 +1,194 @@
+"""nnUNetTrainerGenericSSL: in-process steps (documented total, aggregation), resume state, and one real
+``nnUNetv2_train`` + ``nnUNetv2_predict`` run per trainer."""
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import copy_planned_dataset
+from test_end_to_end import fold_folder, load_checkpoint, training_env
+from test_ssl_trainer import make_trainer
+
+from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
+from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.training.generic_ssl import (DifficultyWeights, GenericSSLSCDLNet, gaussian_smooth,
+                                                nnUNetTrainerGenericSSL, nnUNetTrainerGenericSSL_5epochs,
+                                                nnUNetTrainerSCDL_GenericSSL, nnUNetTrainerSCDL_GenericSSL_10epochs)
+
+CPU_DDIM_STEPS = "2"  # DDIM steps on CPU (the method uses 10; the sampler itself is tested in test_diffusion.py)
+
+
+@pytest.fixture(scope="module")
+def gssl_dataset(planned_phantom):
+    """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
+    dataset = copy_planned_dataset(planned_phantom)
+    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                         verbose=False)
+    yield dataset
+    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def started_trainer(dataset, trainer_class=nnUNetTrainerGenericSSL):
+    trainer = make_trainer(dataset, trainer_class)
+    trainer.initialize()
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def test_difficulty_weights_are_diffdw_without_max_normalisation():
+    weights = DifficultyWeights(3, momentum=0.5)
+    assert torch.equal(weights.weights, torch.full((3,), 3.0, dtype=torch.float64))
+    weights.update_from_dice(torch.tensor([0.9, 0.5, 0.2]))
+    w = weights.update_from_dice(torch.tensor([0.8, 0.6, 0.2]))
+    state = weights.state_dict()
+    difficulty = ((state["unlearn"] + 1e-8) / (state["learn"] + 1e-8)) ** 0.2
+    assert torch.allclose(w, 3 * difficulty * state["dice_weight"])
+    assert w.max() != pytest.approx(3.0)  # DiffDW would scale the largest weight to C
+
+
+def test_gaussian_smooth_keeps_probabilities_and_constants():
+    probabilities = torch.softmax(torch.randn(2, 3, 5, 6, 7), dim=1)
+    smoothed = gaussian_smooth(probabilities)
+    assert smoothed.shape == probabilities.shape
+    assert torch.allclose(smoothed.sum(1), torch.ones(2, 5, 6, 7), atol=1e-5)
+    assert torch.allclose(gaussian_smooth(torch.full((1, 2, 4, 4), 0.5)), torch.full((1, 2, 4, 4), 0.5))
+
+
+def test_network_is_built_from_the_plans_and_predicts_with_d_theta(planned_phantom):
+    trainer = make_trainer(planned_phantom, nnUNetTrainerGenericSSL_5epochs)
+    assert trainer.num_epochs == 5
+    trainer.initialize()
+    network = trainer.network
+    assert isinstance(network, GenericSSLNet)
+    trainer.set_deep_supervision_enabled(False)
+    assert not any(d.deep_supervision for d in (network.decoder, network.decoder_psi, network.decoder_xi))
+    x = torch.randn(1, 1, *trainer.configuration_manager.patch_size)
+    network.eval()
+    with torch.no_grad():
+        out = network(x)
+        assert torch.equal(out, network.forward_theta(x)) and out.shape == (1, 4, *x.shape[2:])
+    # the predictor's call: the classmethod without DS rebuilds a module that loads the weights strictly
+    rebuilt = nnUNetTrainerGenericSSL.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
+                                                                 1, 4, False)
+    rebuilt.load_state_dict(network.state_dict())
+
+    # SCDL variant: D_θ carries SCDL (head injection); only scdl.* keys are added to GenericSSLNet's
+    assert make_trainer(planned_phantom, nnUNetTrainerSCDL_GenericSSL_10epochs).num_epochs == 10
+    scdl = nnUNetTrainerSCDL_GenericSSL.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
+                                                                   1, 4, False)
+    assert isinstance(scdl, GenericSSLSCDLNet) and isinstance(scdl._theta_scdl, SCDLUNet)
+    assert scdl._theta_scdl.prior_mode == "head" and scdl._theta_scdl.decoder is scdl.decoder
+    extra = set(scdl.state_dict()) - set(network.state_dict())
+    assert extra and all(k.startswith("scdl.") for k in extra)
+    scdl.eval()
+    with torch.no_grad():
+        assert torch.equal(scdl(x), scdl(x)) and scdl(x).shape == (1, 4, *x.shape[2:])
+    rebuilt = nnUNetTrainerSCDL_GenericSSL.build_network_architecture(trainer.plans_manager,
+                                                                      trainer.configuration_manager, 1, 4, True)
+    rebuilt.load_state_dict(scdl.state_dict())
+
+
+def expected_total(trainer, o):
+    """The documented formula (docs/generic_ssl.md) from the logged terms of one step."""
+    total = o["deno"] + o["diff"] + o["unsup_weight"] * o["unsup"]
+    if isinstance(trainer, nnUNetTrainerSCDL_GenericSSL):
+        ramp = o["unsup_weight"] / trainer.unsupervised_weight
+        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+                        + o["scdl_sac"])
+    return total
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL],
+                         ids=lambda c: c.__name__)
+def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(gssl_dataset, monkeypatch, trainer_class):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
+    trainer = started_trainer(gssl_dataset, trainer_class)
+    network = trainer.network
+    before = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    # spy on the aggregation: it must run at the start of every step with θ ← 0.99·θ + 0.01·(ξ + ψ)/2
+    calls = []
+    aggregate = network.aggregate_decoders
+
+    def spy(momentum):
+        snapshot = [m.seg_layers[-1].weight.detach().clone()
+                    for m in (network.decoder, network.decoder_xi, network.decoder_psi)]
+        names = aggregate(momentum)
+        theta, xi, psi = snapshot
+        calls.append((momentum, names, torch.allclose(network.decoder.seg_layers[-1].weight,
+                                                      momentum * theta + (1 - momentum) * (xi + psi) / 2)))
+        return names
+
+    monkeypatch.setattr(network, "aggregate_decoders", spy)
+    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+    assert len(calls) == 2 and all(m == 0.99 and exact for m, _, exact in calls)
+    names = calls[0][1]
+    assert names == [n for n, _ in network.decoder.named_parameters() if not n.startswith("encoder.")]
+    assert trainer.global_iteration == 2
+    for o in outputs:
+        assert set(trainer.logged_terms) <= set(o)
+        assert all(np.isfinite(float(o[name])) for name in trainer.logged_terms), o
+        assert float(o["loss"]) == pytest.approx(expected_total(trainer, o), rel=1e-4)
+    total_iterations = trainer.num_epochs * trainer.num_iterations_per_epoch
+    assert outputs[1]["unsup_weight"] == pytest.approx(10 * np.exp(-5 * (1 - 1 / total_iterations) ** 2))
+    assert not torch.equal(trainer.difficulty.weights, torch.full((4,), 4.0, dtype=torch.float64))
+    moved = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("decoder.stages.") for k in moved) and any(k.startswith("decoder_xi.") for k in moved)
+    trainer.on_train_epoch_end(outputs)
+    for name in trainer.logged_terms:
+        assert len(trainer.logger.get_value(name, None)) == 1, name
+    trainer.on_train_end()
+
+
+def test_resume_restores_difficulty_and_theta(gssl_dataset, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
+    trainer = started_trainer(gssl_dataset)
+    for _ in range(2):
+        trainer.train_step(next(trainer.dataloader_train))
+    saved = trainer.extra_checkpoint_state()
+    assert {"difficulty", "global_iteration"} <= set(saved)
+    theta = {k: v.detach().clone() for k, v in trainer.network.decoder.state_dict().items()}
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    trainer.on_train_end()
+
+    resumed = make_trainer(gssl_dataset, nnUNetTrainerGenericSSL)
+    resumed.initialize()
+    resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
+    assert resumed.global_iteration == 2
+    assert torch.equal(resumed.difficulty.weights, trainer.difficulty.weights)
+    restored = resumed.extra_checkpoint_state()["difficulty"]
+    for key, value in saved["difficulty"].items():
+        assert torch.equal(value, restored[key]) if isinstance(value, torch.Tensor) else value == restored[key], key
+    assert all(torch.equal(resumed.network.decoder.state_dict()[k], v) for k, v in theta.items()), "θ not restored"
+
+
+def test_generic_ssl_trainers_train_and_predict_through_the_cli(phantom_copy, run_console, tmp_path):
+    dataset = phantom_copy()
+    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
+                                                       "-p", dataset.cpu_plans, "-np", 1])
+    env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2", "SCDL_DDIM_STEPS": CPU_DDIM_STEPS}
+    for trainer in ("nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"):
+        run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                       "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
+        checkpoint = load_checkpoint(fold_folder(dataset, trainer))
+        assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2 and "difficulty" in checkpoint["nnunetv2_scdl"]
+        weights = checkpoint["network_weights"]
+        assert {"decoder_xi.", "decoder_psi.", "stem_diffusion."} <= {k.split(".")[0] + "." for k in weights}
+        assert np.isfinite(checkpoint["logging"]["unsup"][0]) and np.isfinite(checkpoint["logging"]["deno"][0])
+        if "SCDL" in trainer:
+            assert any(k.startswith("scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
+        output = tmp_path / trainer
+        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
+                                         "-d", dataset.dataset_id, "-c", dataset.configuration, "-tr", trainer,
+                                         "-p", dataset.cpu_plans, "-f", 0, "-device", "cpu", "--disable_tta",
+                                         "-npp", 1, "-nps", 1], env=env)
+        for case in dataset.test:
+            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
+            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" /
+                                                                  f"{case}.nii.gz")))
+            assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2, 3}
