@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -196,6 +197,58 @@ def copy_planned_dataset(source: PlannedPhantom, dataset_id: Optional[int] = Non
         save_json(dataset_json, str(folder / "dataset.json"), sort_keys=False)
     return replace(source, dataset_id=dataset_id, dataset_name=name, raw_folder=raw, preprocessed_folder=preprocessed,
                    results_folder=source.results_folder.parent / name)
+
+
+@contextmanager
+def copy_with_unlabeled_data(source: PlannedPhantom):
+    """A copy of ``source`` whose unlabeled cases are preprocessed (for module-scoped fixtures); removed on exit."""
+    from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
+
+    dataset = copy_planned_dataset(source)
+    try:
+        preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                             verbose=False)
+        yield dataset
+    finally:
+        for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_trainer(dataset: PlannedPhantom, trainer_class, dataset_json: Optional[dict] = None, fold=0):
+    """Build ``trainer_class`` in-process on ``dataset``'s CPU plans, as nnUNetv2_train would (on the CPU)."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    plans = load_json(str(dataset.preprocessed_folder / f"{dataset.cpu_plans}.json"))
+    plans["continue_training"] = False  # nnU-Net's run_training injects this key
+    dataset_json = dataset_json or load_json(str(dataset.preprocessed_folder / "dataset.json"))
+    return trainer_class(plans, dataset.configuration, fold, dataset_json, torch.device("cpu"))
+
+
+def started_trainer(dataset: PlannedPhantom, trainer_class):
+    """An initialised trainer with its data loaders, at the start of an epoch: ready for ``train_step``."""
+    trainer = make_trainer(dataset, trainer_class)
+    trainer.initialize()
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+    trainer.on_train_epoch_start()
+    return trainer
+
+
+def predict_test_cases(run_console, dataset: PlannedPhantom, trainer: str, output: Path, env: Dict[str, str],
+                       *extra) -> None:
+    """``nnUNetv2_predict`` on the test images with fold 0 of ``trainer``; each prediction must match its reference's
+    grid and hold only the phantom's labels."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
+                                     "-c", dataset.configuration, "-tr", trainer, "-p", dataset.cpu_plans, "-f", 0,
+                                     "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1, *extra], env=env)
+    for case in dataset.test:
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" / f"{case}.nii.gz")))
+        assert prediction.shape == reference.shape
+        assert set(np.unique(prediction)) <= {0, 1, 2, 3}
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 """Co-training trainers (GA-CPS, DHC and their SCDL variants): in-process steps, loss formulas, resume state, and one
 real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
-import shutil
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from conftest import copy_planned_dataset
+from conftest import copy_with_unlabeled_data, make_trainer, predict_test_cases, started_trainer
 from test_end_to_end import fold_folder, load_checkpoint, training_env
-from test_ssl_trainer import add_ignore_label, make_trainer
+from test_ssl_trainer import add_ignore_label
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.dual_network import DualNetwork
@@ -24,20 +22,8 @@ SCDL_TRAINERS = (nnUNetTrainerSCDL_GACPS, nnUNetTrainerSCDL_DHC)
 @pytest.fixture(scope="module")
 def co_dataset(planned_phantom):
     """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
-    dataset = copy_planned_dataset(planned_phantom)
-    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                         verbose=False)
-    yield dataset
-    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def started_trainer(dataset, trainer_class):
-    trainer = make_trainer(dataset, trainer_class)
-    trainer.initialize()
-    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
-    trainer.on_train_epoch_start()
-    return trainer
+    with copy_with_unlabeled_data(planned_phantom) as dataset:
+        yield dataset
 
 
 def expected_total(trainer, o):
@@ -179,13 +165,4 @@ def test_each_co_training_trainer_trains_and_predicts_through_the_cli(phantom_co
             assert any(k.startswith("net_a.scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
         if "DHC" in trainer:
             assert {"diff_dw", "dist_dw"} <= set(checkpoint["nnunetv2_scdl"])
-        output = tmp_path / trainer
-        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
-                                         "-d", dataset.dataset_id, "-c", dataset.configuration, "-tr", trainer,
-                                         "-p", dataset.cpu_plans, "-f", 0, "-device", "cpu", "--disable_tta",
-                                         "-npp", 1, "-nps", 1], env=env)
-        for case in dataset.test:
-            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
-            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" /
-                                                                  f"{case}.nii.gz")))
-            assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2, 3}
+        predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)

@@ -6,8 +6,8 @@ plan_and_preprocess (fixture) → unlabeled preprocessing → nnUNetv2_train (SS
 import json
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+from conftest import predict_test_cases
 
 from nnunetv2_scdl.cli.trainers_path import trainers_dir
 
@@ -71,16 +71,7 @@ def test_mean_teacher_train_resume_predict(phantom_copy, run_console, tmp_path):
                                                                  "-tr", TRAINER, "-p", dataset.cpu_plans, "-f", 0])
     assert f"*Best*: {TRAINER}__{dataset.cpu_plans}__{dataset.configuration}" in selection.stdout
 
-    output = tmp_path / "predictions"
-    run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
-                                     "-c", dataset.configuration, "-tr", TRAINER, "-p", dataset.cpu_plans, "-f", 0,
-                                     "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1],
-                env=training_env(3))
-    for case in dataset.test:
-        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
-        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" / f"{case}.nii.gz")))
-        assert prediction.shape == reference.shape
-        assert set(np.unique(prediction)) <= {0, 1, 2, 3}
+    predict_test_cases(run_console, dataset, TRAINER, tmp_path / "predictions", training_env(3))
 
 
 def test_ssl_trainer_without_preprocessed_unlabeled_data_fails_clearly(phantom_copy, run_console):

@@ -1,17 +1,12 @@
 """GA-MagicNet trainers (plain and SCDL): network wrapper, cube grid from the plans, in-process steps, faithful vs
 corrected within-image recovery, resume state, and one real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run each."""
 import math
-import shutil
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from conftest import copy_planned_dataset
+from conftest import copy_with_unlabeled_data, make_trainer, predict_test_cases, started_trainer
 from test_end_to_end import fold_folder, load_checkpoint, training_env
-from test_ssl_trainer import make_trainer
 
-from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.magic_cubes import partition_cubes
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.ga_magicnet import (MagicCubeNetwork, blend_distribution, nnUNetTrainerGAMagicNet,
@@ -44,20 +39,8 @@ class SmallSCDLMagicNet(nnUNetTrainerSCDL_GAMagicNet):
 @pytest.fixture(scope="module")
 def magic_dataset(planned_phantom):
     """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
-    dataset = copy_planned_dataset(planned_phantom)
-    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                         verbose=False)
-    yield dataset
-    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def started_trainer(dataset, trainer_class):
-    trainer = make_trainer(dataset, trainer_class)
-    trainer.initialize()
-    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
-    trainer.on_train_epoch_start()
-    return trainer
+    with copy_with_unlabeled_data(planned_phantom) as dataset:
+        yield dataset
 
 
 def test_network_wrapper_grid_and_errors(planned_phantom):
@@ -193,15 +176,7 @@ def test_cli_train_and_predict_both_trainers(phantom_copy, run_console, tmp_path
         assert any(k.startswith("location_head.") for k in weights)
         assert any(k.startswith("segmenter.scdl.") for k in weights) == ("SCDL" in trainer)
         assert len(checkpoint["logging"]["location"]) == 1
-        output = tmp_path / f"predictions_{trainer}"
-        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
-                                         "-d", dataset.dataset_id, "-c", dataset.configuration, "-tr", trainer,
-                                         "-p", dataset.cpu_plans, "-f", 0, "-device", "cpu", "--disable_tta",
-                                         "-npp", 1, "-nps", 1], env=env)
-        for case in dataset.test:
-            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
-            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" / f"{case}.nii.gz")))
-            assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2, 3}
+        predict_test_cases(run_console, dataset, trainer, tmp_path / f"predictions_{trainer}", env)
 
 
 def test_epoch_variants_exist():

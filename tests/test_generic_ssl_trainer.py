@@ -1,16 +1,12 @@
 """nnUNetTrainerGenericSSL: in-process steps (documented total, aggregation), resume state, and one real
 ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per trainer."""
-import shutil
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from conftest import copy_planned_dataset
+from conftest import copy_with_unlabeled_data, make_trainer, predict_test_cases, started_trainer
 from test_end_to_end import fold_folder, load_checkpoint, training_env
-from test_ssl_trainer import make_trainer
 
-from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.generic_ssl import (DifficultyWeights, GenericSSLSCDLNet, gaussian_smooth,
@@ -23,20 +19,8 @@ CPU_DDIM_STEPS = "2"  # DDIM steps on CPU (the method uses 10; the sampler itsel
 @pytest.fixture(scope="module")
 def gssl_dataset(planned_phantom):
     """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
-    dataset = copy_planned_dataset(planned_phantom)
-    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                         verbose=False)
-    yield dataset
-    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def started_trainer(dataset, trainer_class=nnUNetTrainerGenericSSL):
-    trainer = make_trainer(dataset, trainer_class)
-    trainer.initialize()
-    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
-    trainer.on_train_epoch_start()
-    return trainer
+    with copy_with_unlabeled_data(planned_phantom) as dataset:
+        yield dataset
 
 
 def test_difficulty_weights_are_diffdw_without_max_normalisation():
@@ -147,7 +131,7 @@ def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(gssl_dat
 def test_resume_restores_difficulty_and_theta(gssl_dataset, monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
-    trainer = started_trainer(gssl_dataset)
+    trainer = started_trainer(gssl_dataset, nnUNetTrainerGenericSSL)
     for _ in range(2):
         trainer.train_step(next(trainer.dataloader_train))
     saved = trainer.extra_checkpoint_state()
@@ -182,13 +166,4 @@ def test_generic_ssl_trainers_train_and_predict_through_the_cli(phantom_copy, ru
         assert np.isfinite(checkpoint["logging"]["unsup"][0]) and np.isfinite(checkpoint["logging"]["deno"][0])
         if "SCDL" in trainer:
             assert any(k.startswith("scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
-        output = tmp_path / trainer
-        run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output,
-                                         "-d", dataset.dataset_id, "-c", dataset.configuration, "-tr", trainer,
-                                         "-p", dataset.cpu_plans, "-f", 0, "-device", "cpu", "--disable_tta",
-                                         "-npp", 1, "-nps", 1], env=env)
-        for case in dataset.test:
-            prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"{case}.nii.gz")))
-            reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" /
-                                                                  f"{case}.nii.gz")))
-            assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2, 3}
+        predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)

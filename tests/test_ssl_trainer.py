@@ -7,18 +7,13 @@ import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
+from conftest import make_trainer
+
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.mean_teacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_5epochs
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 from nnunetv2_scdl.training.ssl_base import full_resolution, split_batch
-
-
-def make_trainer(dataset, trainer_class=nnUNetTrainerMeanTeacher, dataset_json=None, fold=0):
-    plans = load_json(str(dataset.preprocessed_folder / f"{dataset.cpu_plans}.json"))
-    plans["continue_training"] = False  # nnU-Net's run_training injects this key
-    dataset_json = dataset_json or load_json(str(dataset.preprocessed_folder / "dataset.json"))
-    return trainer_class(plans, dataset.configuration, fold, dataset_json, torch.device("cpu"))
 
 
 def add_ignore_label(dataset, run_console):
@@ -54,7 +49,7 @@ def test_region_based_training_is_rejected(planned_phantom):
     dataset_json["labels"] = {"background": 0, "any_structure": [1, 2, 3], "small_structures": [2, 3]}
     dataset_json["regions_class_order"] = [1, 2]
     with pytest.raises(NotImplementedError, match="region-based"):
-        make_trainer(planned_phantom, dataset_json=dataset_json)
+        make_trainer(planned_phantom, nnUNetTrainerMeanTeacher, dataset_json=dataset_json)
 
 
 def test_epoch_variant_and_env_override(planned_phantom, monkeypatch):
@@ -63,7 +58,7 @@ def test_epoch_variant_and_env_override(planned_phantom, monkeypatch):
     assert trainer.num_epochs == 5 and trainer.confidence_threshold == 0.6
     monkeypatch.setenv("SCDL_CONSISTENCY", "kl")
     with pytest.raises(ValueError, match="consistency"):
-        make_trainer(planned_phantom)
+        make_trainer(planned_phantom, nnUNetTrainerMeanTeacher)
 
 
 def test_unlabeled_case_that_is_also_a_training_case_is_refused(phantom_copy):
@@ -73,14 +68,14 @@ def test_unlabeled_case_that_is_also_a_training_case_is_refused(phantom_copy):
     leaked = dataset.unlabeled[0]
     splits = [{"train": dataset.labeled[:4] + [leaked], "val": dataset.labeled[4:]}]
     (dataset.preprocessed_folder / "splits_final.json").write_text(json.dumps(splits))
-    trainer = make_trainer(dataset)
+    trainer = make_trainer(dataset, nnUNetTrainerMeanTeacher)
     trainer.initialize()
     with pytest.raises(RuntimeError, match=leaked):
         trainer.get_unlabeled_dataloader()
 
 
 def test_missing_unlabeled_data_names_the_command(phantom_copy):
-    trainer = make_trainer(phantom_copy())
+    trainer = make_trainer(phantom_copy(), nnUNetTrainerMeanTeacher)
     trainer.initialize()
     with pytest.raises(FileNotFoundError, match="nnUNetv2_scdl_preprocess_unlabeled"):
         trainer.get_unlabeled_dataloader()
