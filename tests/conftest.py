@@ -30,6 +30,7 @@ Helpers (importable as ``from conftest import ...``)
 environment plus overrides, and asserts success with the tail of its output in the failure message.
 """
 import itertools
+import json
 import os
 import re
 import shutil
@@ -249,6 +250,60 @@ def predict_test_cases(run_console, dataset: PlannedPhantom, trainer: str, outpu
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.raw_folder / "labelsTs" / f"{case}.nii.gz")))
         assert prediction.shape == reference.shape
         assert set(np.unique(prediction)) <= {0, 1, 2, 3}
+
+
+def training_env(num_epochs: int, iterations: int = 3) -> Dict[str, str]:
+    """Environment for a short CPU run of our trainers through nnU-Net's command lines."""
+    from nnunetv2_scdl.cli.trainers_path import trainers_dir
+
+    return {
+        "nnUNet_extTrainer": str(trainers_dir()),
+        "nnUNet_compile": "f",
+        "nnUNet_n_proc_DA": "0",
+        "nnUNet_def_n_proc": "1",  # nnU-Net's final validation and export spawn this many workers (8 by default)
+        "SCDL_NUM_EPOCHS": str(num_epochs),
+        "SCDL_NUM_ITERATIONS_PER_EPOCH": str(iterations),
+        "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
+    }
+
+
+def train(run_console, dataset: PlannedPhantom, num_epochs: int, *extra, trainer: str = "nnUNetTrainerMeanTeacher",
+          check: bool = True):
+    """``nnUNetv2_train DATASET CONFIG 0 -tr trainer -p <cpu plans> -device cpu`` with :func:`training_env`."""
+    return run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                          "-p", dataset.cpu_plans, "-device", "cpu", *extra],
+                       env=training_env(num_epochs), check=check)
+
+
+def fold_folder(dataset: PlannedPhantom, trainer: str = "nnUNetTrainerMeanTeacher") -> Path:
+    return dataset.results_folder / f"{trainer}__{dataset.cpu_plans}__{dataset.configuration}" / "fold_0"
+
+
+def load_checkpoint(folder: Path, name: str = "checkpoint_final.pth") -> dict:
+    import torch
+
+    return torch.load(folder / name, map_location="cpu", weights_only=False)
+
+
+def add_ignore_label(dataset: PlannedPhantom, run_console) -> None:
+    """Mark the first two slices of every training label as nnU-Net's ignore label and preprocess again."""
+    import SimpleITK as sitk
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    dataset_json = load_json(str(dataset.raw_folder / "dataset.json"))
+    ignore = max(dataset_json["labels"].values()) + 1
+    dataset_json["labels"]["ignore"] = ignore
+    for folder in (dataset.raw_folder, dataset.preprocessed_folder):
+        (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    for label_file in (dataset.raw_folder / "labelsTr").glob("*.nii.gz"):
+        image = sitk.ReadImage(str(label_file))
+        labels = sitk.GetArrayFromImage(image)
+        labels[:2] = ignore
+        painted = sitk.GetImageFromArray(labels)
+        painted.CopyInformation(image)
+        sitk.WriteImage(painted, str(label_file))
+    run_console("nnUNetv2_preprocess", ["-d", dataset.dataset_id, "-c", dataset.configuration, "-np", 1],
+                env={"nnUNet_n_proc_DA": "1"})
 
 
 @pytest.fixture

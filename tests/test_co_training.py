@@ -4,9 +4,8 @@ real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
 import numpy as np
 import pytest
 import torch
-from conftest import copy_with_unlabeled_data, make_trainer, predict_test_cases, started_trainer
-from test_end_to_end import fold_folder, load_checkpoint, training_env
-from test_ssl_trainer import add_ignore_label
+from conftest import (add_ignore_label, copy_with_unlabeled_data, fold_folder, load_checkpoint, make_trainer,
+                      predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.dual_network import DualNetwork

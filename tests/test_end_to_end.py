@@ -7,37 +7,9 @@ import json
 
 import numpy as np
 import torch
-from conftest import predict_test_cases
-
-from nnunetv2_scdl.cli.trainers_path import trainers_dir
+from conftest import fold_folder, load_checkpoint, predict_test_cases, train, training_env
 
 TRAINER = "nnUNetTrainerMeanTeacher"
-
-
-def training_env(num_epochs: int, iterations: int = 3) -> dict:
-    return {
-        "nnUNet_extTrainer": str(trainers_dir()),
-        "nnUNet_compile": "f",
-        "nnUNet_n_proc_DA": "0",
-        "nnUNet_def_n_proc": "1",  # nnU-Net's final validation and export spawn this many workers (8 by default)
-        "SCDL_NUM_EPOCHS": str(num_epochs),
-        "SCDL_NUM_ITERATIONS_PER_EPOCH": str(iterations),
-        "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
-    }
-
-
-def train(run_console, dataset, num_epochs, *extra, trainer=TRAINER, check=True):
-    return run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
-                                          "-p", dataset.cpu_plans, "-device", "cpu", *extra],
-                       env=training_env(num_epochs), check=check)
-
-
-def fold_folder(dataset, trainer=TRAINER):
-    return dataset.results_folder / f"{trainer}__{dataset.cpu_plans}__{dataset.configuration}" / "fold_0"
-
-
-def load_checkpoint(folder, name="checkpoint_final.pth"):
-    return torch.load(folder / name, map_location="cpu", weights_only=False)
 
 
 def test_mean_teacher_train_resume_predict(phantom_copy, run_console, tmp_path):

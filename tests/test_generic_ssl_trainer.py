@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import copy_with_unlabeled_data, make_trainer, predict_test_cases, started_trainer
-from test_end_to_end import fold_folder, load_checkpoint, training_env
+from conftest import (copy_with_unlabeled_data, fold_folder, load_checkpoint, make_trainer, predict_test_cases,
+                      started_trainer, training_env)
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet

@@ -9,8 +9,7 @@ import shutil
 import pytest
 import SimpleITK as sitk
 
-from conftest import CONFIGURATION
-from test_end_to_end import TRAINER, fold_folder, load_checkpoint, train, training_env
+from conftest import CONFIGURATION, fold_folder, load_checkpoint, train, training_env
 
 DATASET_ID = 994
 pytestmark = pytest.mark.shared_data
@@ -71,7 +70,7 @@ def test_mean_teacher_on_hippocampus_benchmark_split(hippocampus_subset, nnunet_
     shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", images)
     output = tmp_path / "predictions"
     run_console("nnUNetv2_predict", ["-i", images, "-o", output, "-d", DATASET_ID, "-c", CONFIGURATION,
-                                     "-tr", TRAINER, "-p", "nnUNetPlans_cpu", "-f", 0, "-device", "cpu",
+                                     "-tr", "nnUNetTrainerMeanTeacher", "-p", "nnUNetPlans_cpu", "-f", 0, "-device", "cpu",
                                      "--disable_tta", "-npp", 1, "-nps", 1], env=training_env(1))
     prediction = sitk.ReadImage(str(output / f"{case}.nii.gz"))
     reference = sitk.ReadImage(str(raw / "labelsTr" / f"{case}.nii.gz"))

@@ -3,35 +3,16 @@ import copy
 import json
 
 import pytest
-import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
-from conftest import make_trainer
+from conftest import add_ignore_label, make_trainer
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.mean_teacher import nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_5epochs
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 from nnunetv2_scdl.training.ssl_base import full_resolution, split_batch
-
-
-def add_ignore_label(dataset, run_console):
-    """Mark the first two slices of every training label as nnU-Net's ignore label and preprocess again."""
-    dataset_json = load_json(str(dataset.raw_folder / "dataset.json"))
-    ignore = max(dataset_json["labels"].values()) + 1
-    dataset_json["labels"]["ignore"] = ignore
-    for folder in (dataset.raw_folder, dataset.preprocessed_folder):
-        (folder / "dataset.json").write_text(json.dumps(dataset_json))
-    for label_file in (dataset.raw_folder / "labelsTr").glob("*.nii.gz"):
-        image = sitk.ReadImage(str(label_file))
-        labels = sitk.GetArrayFromImage(image)
-        labels[:2] = ignore
-        painted = sitk.GetImageFromArray(labels)
-        painted.CopyInformation(image)
-        sitk.WriteImage(painted, str(label_file))
-    run_console("nnUNetv2_preprocess", ["-d", dataset.dataset_id, "-c", dataset.configuration, "-np", 1],
-                env={"nnUNet_n_proc_DA": "1"})
 
 
 def test_split_batch_and_full_resolution():
