@@ -235,6 +235,34 @@ def started_trainer(dataset: PlannedPhantom, trainer_class):
     return trainer
 
 
+def end_epoch_and_check_logged_terms(trainer, outputs) -> None:
+    """``on_train_epoch_end`` must log one value per epoch for every name in ``trainer.logged_terms``."""
+    trainer.on_train_epoch_end(outputs)
+    for name in trainer.logged_terms:
+        assert len(trainer.logger.get_value(name, None)) == 1, name
+
+
+def assert_checkpoint_restores_teacher_and_student(trainer, dataset: PlannedPhantom, trainer_class, tmp_path: Path):
+    """Save ``trainer`` (a teacher-student trainer after some steps) and load the file into a fresh ``trainer_class``:
+    ``network_weights`` must be the teacher, and teacher, student and iteration counter must come back unchanged.
+    Returns the resumed trainer for further checks."""
+    import torch
+
+    checkpoint_file = str(tmp_path / "checkpoint.pth")
+    trainer.save_checkpoint(checkpoint_file)
+    saved = torch.load(checkpoint_file, weights_only=False)
+    teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    student = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    assert all(torch.equal(saved["network_weights"][k], v) for k, v in teacher.items())
+
+    resumed = make_trainer(dataset, trainer_class)
+    resumed.load_checkpoint(checkpoint_file)
+    assert resumed.global_iteration == trainer.global_iteration
+    assert all(torch.equal(resumed.teacher.state_dict()[k], v) for k, v in teacher.items()), "teacher not restored"
+    assert all(torch.equal(resumed.network.state_dict()[k], v) for k, v in student.items()), "student not restored"
+    return resumed
+
+
 def predict_test_cases(run_console, dataset: PlannedPhantom, trainer: str, output: Path, env: Dict[str, str],
                        *extra) -> None:
     """``nnUNetv2_predict`` on the test images with fold 0 of ``trainer``; each prediction must match its reference's

@@ -4,8 +4,8 @@ real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
 import numpy as np
 import pytest
 import torch
-from conftest import (add_ignore_label, copy_with_unlabeled_data, fold_folder, load_checkpoint, make_trainer,
-                      predict_test_cases, started_trainer, training_env)
+from conftest import (add_ignore_label, copy_with_unlabeled_data, end_epoch_and_check_logged_terms, fold_folder,
+                      load_checkpoint, make_trainer, predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.dual_network import DualNetwork
@@ -79,9 +79,7 @@ def test_two_steps_give_finite_terms_and_the_documented_total(co_dataset, monkey
         # DiffDW moved away from its initial C·1; DistDW started from the labeled counts (background weight ~0)
         assert not torch.equal(trainer.diff_dw.weights, torch.full((4,), 4.0, dtype=torch.float64))
         assert trainer.dist_dw.weights[0] < 0.1 and trainer.dist_dw.weights[1:].max() > 1
-    trainer.on_train_epoch_end(outputs)
-    for name in trainer.logged_terms:
-        assert len(trainer.logger.get_value(name, None)) == 1, name
+    end_epoch_and_check_logged_terms(trainer, outputs)
     trainer.on_train_end()
 
 

@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
-from conftest import (copy_with_unlabeled_data, fold_folder, load_checkpoint, make_trainer, predict_test_cases,
-                      started_trainer, training_env)
+from conftest import (assert_checkpoint_restores_teacher_and_student, copy_with_unlabeled_data,
+                      end_epoch_and_check_logged_terms, fold_folder, load_checkpoint, make_trainer,
+                      predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.networks.magic_cubes import partition_cubes
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
@@ -135,7 +136,7 @@ def test_training_steps_have_finite_terms_and_documented_total(magic_dataset, mo
     moved = [k for k, v in trainer.teacher.state_dict().items() if not torch.equal(v, teacher_before[k])]
     assert any(k.startswith("location_head.") for k in moved) and any(k.startswith("segmenter.") for k in moved)
     assert trainer.inference_network() is trainer.teacher.module
-    trainer.on_train_epoch_end(outputs)
+    end_epoch_and_check_logged_terms(trainer, outputs)
     trainer.on_train_end()
 
 
@@ -144,18 +145,8 @@ def test_resume_restores_teacher_student_and_blend_state(magic_dataset, monkeypa
     trainer = started_trainer(magic_dataset, SmallMagicNet)
     for _ in range(2):
         trainer.train_step(next(trainer.dataloader_train))
-    checkpoint_file = str(tmp_path / "checkpoint.pth")
-    trainer.save_checkpoint(checkpoint_file)
-    teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    student = {k: v.clone() for k, v in trainer.network.state_dict().items()}
-    saved = torch.load(checkpoint_file, weights_only=False)
-    assert all(torch.equal(saved["network_weights"][k], v) for k, v in teacher.items())
-
-    resumed = make_trainer(magic_dataset, SmallMagicNet)
-    resumed.load_checkpoint(checkpoint_file)
+    resumed = assert_checkpoint_restores_teacher_and_student(trainer, magic_dataset, SmallMagicNet, tmp_path)
     assert resumed.global_iteration == 2
-    assert all(torch.equal(resumed.teacher.state_dict()[k], v) for k, v in teacher.items()), "teacher not restored"
-    assert all(torch.equal(resumed.network.state_dict()[k], v) for k, v in student.items()), "student not restored"
     assert torch.equal(resumed.class_counts, trainer.class_counts)
     assert torch.equal(resumed.class_distribution, trainer.class_distribution)
     trainer.on_train_end()

@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import (copy_with_unlabeled_data, fold_folder, load_checkpoint, make_trainer, predict_test_cases,
-                      started_trainer, training_env)
+from conftest import (copy_with_unlabeled_data, end_epoch_and_check_logged_terms, fold_folder, load_checkpoint,
+                      make_trainer, predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
@@ -122,9 +122,7 @@ def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(gssl_dat
     assert not torch.equal(trainer.difficulty.weights, torch.full((4,), 4.0, dtype=torch.float64))
     moved = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("decoder.stages.") for k in moved) and any(k.startswith("decoder_xi.") for k in moved)
-    trainer.on_train_epoch_end(outputs)
-    for name in trainer.logged_terms:
-        assert len(trainer.logger.get_value(name, None)) == 1, name
+    end_epoch_and_check_logged_terms(trainer, outputs)
     trainer.on_train_end()
 
 

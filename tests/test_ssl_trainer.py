@@ -6,7 +6,8 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
-from conftest import add_ignore_label, make_trainer
+from conftest import (add_ignore_label, assert_checkpoint_restores_teacher_and_student,
+                      end_epoch_and_check_logged_terms, make_trainer)
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
@@ -97,9 +98,7 @@ def test_training_steps_update_teacher_and_log_terms(phantom_copy, run_console, 
                            + o["scdl_sac"])
         assert all(torch.isfinite(torch.tensor(o[k])) for k in o if k.startswith("scdl_"))
     assert float(o["loss"]) == pytest.approx(expected, rel=1e-4)
-    trainer.on_train_epoch_end(outputs)
-    for name in trainer.logged_terms:
-        assert len(trainer.logger.get_value(name, None)) == 1, name
+    end_epoch_and_check_logged_terms(trainer, outputs)
     assert trainer.inference_network() is trainer.teacher.module
     trainer.on_train_end()
 
@@ -116,16 +115,6 @@ def test_checkpoint_restores_student_teacher_and_counters(phantom_copy, monkeypa
     trainer.on_train_epoch_start()
     for _ in range(2):
         trainer.train_step(next(trainer.dataloader_train))
-    checkpoint_file = str(tmp_path / "checkpoint.pth")
-    trainer.save_checkpoint(checkpoint_file)
-    saved = torch.load(checkpoint_file, weights_only=False)
-    teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    student = {k: v.clone() for k, v in trainer.network.state_dict().items()}
-    assert all(torch.equal(saved["network_weights"][k], v) for k, v in teacher.items())
-
-    resumed = make_trainer(dataset, trainer_class)
-    resumed.load_checkpoint(checkpoint_file)
+    resumed = assert_checkpoint_restores_teacher_and_student(trainer, dataset, trainer_class, tmp_path)
     assert resumed.global_iteration == 2
-    assert all(torch.equal(resumed.teacher.state_dict()[k], v) for k, v in teacher.items()), "teacher not restored"
-    assert all(torch.equal(resumed.network.state_dict()[k], v) for k, v in student.items()), "student not restored"
     trainer.on_train_end()
