@@ -60,6 +60,53 @@ def test_class_attributes_and_env_overrides(monkeypatch):
     assert trainer.logger.config["nnunetv2_scdl_hyperparameters"]["num_iterations_per_epoch"] == 7
 
 
+def test_seed_seeds_torch_numpy_and_python_only_when_set(monkeypatch):
+    import random
+
+    import numpy as np
+
+    def draws():
+        return torch.rand(3).tolist(), np.random.rand(), random.random()
+
+    monkeypatch.setenv("SCDL_SEED", "3")
+    _Trainer().apply_hyperparameters()
+    first = draws()
+    _Trainer().apply_hyperparameters()
+    assert draws() == first
+    monkeypatch.delenv("SCDL_SEED")
+    torch.manual_seed(5)
+    expected = torch.rand(3).tolist()
+    torch.manual_seed(5)
+    _Trainer().apply_hyperparameters()  # seed = -1 by default: the generators are left alone
+    assert torch.rand(3).tolist() == expected
+
+
+class _Validating:
+    def __init__(self):
+        self.validated = []
+
+    def perform_actual_validation(self, save_probabilities=False):
+        self.validated.append(save_probabilities)
+
+
+class _ValidatingTrainer(_Trainer, _Validating):
+    def __init__(self):
+        _Trainer.__init__(self)
+        _Validating.__init__(self)
+
+
+def test_final_validation_can_be_switched_off(monkeypatch):
+    trainer = _ValidatingTrainer()
+    trainer.apply_hyperparameters()
+    trainer.perform_actual_validation(True)
+    assert trainer.validated == [True]  # default: nnU-Net's validation runs
+    monkeypatch.setenv("SCDL_FINAL_VALIDATION", "0")
+    trainer = _ValidatingTrainer()
+    trainer.apply_hyperparameters()
+    trainer.perform_actual_validation(True)
+    assert trainer.validated == [] and "Final validation skipped" in trainer.printed[-1]
+
+
 @pytest.mark.parametrize("default,text,expected", [(1, "3", 3), (0.1, "2e-3", 2e-3), (True, "0", False),
                                                    ("a", "b", "b"), (None, "4", 4.0)])
 def test_parse_like(default, text, expected):

@@ -5,7 +5,11 @@ every tunable value is a class attribute listed in ``hyperparameters``. For quic
 ``SCDL_<NAME>`` (the attribute name in upper case) overrides it, e.g. ``SCDL_NUM_ITERATIONS_PER_EPOCH=5``.
 """
 import os
+import random
 from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
 
 ENV_PREFIX = "SCDL_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -48,13 +52,18 @@ class ConfigurableHyperparameters:
 
     #: names of the class attributes that are hyperparameters; subclasses extend the tuple
     hyperparameters: Tuple[str, ...] = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
-                                        "save_every")
+                                        "save_every", "seed", "final_validation")
 
     # nnU-Net's defaults, as class attributes so that ``_Xepochs`` variants can override them in one line
     num_epochs = 1000
     num_iterations_per_epoch = 250
     num_val_iterations_per_epoch = 50
     save_every = 50  # epochs between checkpoint_latest.pth writes
+    #: seeds Python, NumPy and torch before the network is built; negative: unseeded, as in nnU-Net
+    seed = -1
+    #: nnU-Net's sliding-window validation of the fold's validation cases after training. Benchmarks that predict
+    #: those cases with nnUNetv2_predict anyway switch it off (SCDL_FINAL_VALIDATION=0) to save the time.
+    final_validation = True
 
     def apply_hyperparameters(self) -> Dict[str, Tuple[Any, str]]:
         """Resolve, set, print to the training log and return ``{name: (value, source)}``."""
@@ -70,6 +79,8 @@ class ConfigurableHyperparameters:
             resolved[name] = (value, source)
         self.resolved_hyperparameters = resolved
         self.print_to_log_file(self.hyperparameter_report(), add_timestamp=False)
+        if self.seed >= 0:
+            seed_everything(self.seed)
         self.logger.update_config({"nnunetv2_scdl_hyperparameters": {k: v for k, (v, _) in resolved.items()}})
         return resolved
 
@@ -79,3 +90,17 @@ class ConfigurableHyperparameters:
         lines += [f"  {name:<{width}} = {value!r}  [{source}]"
                   for name, (value, source) in self.resolved_hyperparameters.items()]
         return "\n".join(lines)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if not self.final_validation:
+            self.print_to_log_file("Final validation skipped (final_validation = False): predict the validation "
+                                   "cases with nnUNetv2_predict instead.")
+            return
+        super().perform_actual_validation(save_probabilities)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (nnU-Net's in-process data loading draws from them)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
