@@ -97,12 +97,12 @@ def run_console_command(name: str, args: Sequence[str] = (), env: Optional[Dict[
                         ) -> subprocess.CompletedProcess:
     """Run the console script ``name`` (e.g. ``nnUNetv2_plan_and_preprocess``) with ``args``.
 
-    Uses this interpreter (see :func:`nnunetv2_scdl.cli.demo.console_command`) and ``os.environ`` updated with
+    Uses this interpreter (see :func:`nnunetv2_scdl.cli.commands.console_command`) and ``os.environ`` updated with
     ``env``; the repository root is put on PYTHONPATH so an uninstalled checkout works. Output (stdout and stderr
     together) is in ``.stdout``, and in ``log_file`` if given. With ``check``, a non-zero exit fails the test with the
     last 40 lines of output.
     """
-    from nnunetv2_scdl.cli.demo import console_command, display_command, source_checkout_pythonpath
+    from nnunetv2_scdl.cli.commands import console_command, display_command, source_checkout_pythonpath
 
     command = console_command(name) + [str(a) for a in args]
     full_env = source_checkout_pythonpath(os.environ)

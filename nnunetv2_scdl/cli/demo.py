@@ -22,16 +22,15 @@ inside the work dir, its output logged to ``<workdir>/logs/``:
 import argparse
 import json
 import os
-import re
-import subprocess
 import sys
 import time
-from collections import deque
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
+
+from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_command, exit_code_of,
+                                        external_trainer_path, run_logged, source_checkout_pythonpath)
 
 DEFAULT_TRAINERS = ("nnUNetTrainerSupervised", "nnUNetTrainerMeanTeacher")
 DATASET_NAME = "PhantomDemo"
@@ -39,96 +38,7 @@ CONFIGURATION = "3d_fullres"
 SOURCE_PLANS = "nnUNetPlans"
 CPU_PLANS = "nnUNetPlans_cpu"
 FOLD = "0"
-# our console scripts, for a source checkout that is not pip-installed (same targets as setup.py)
-_OWN_CONSOLE_SCRIPTS = {
-    "nnUNetv2_scdl_preprocess_unlabeled": "nnunetv2_scdl.cli.preprocess_unlabeled:main",
-    "nnUNetv2_scdl_make_split": "nnunetv2_scdl.cli.make_split:main",
-    "nnUNetv2_scdl_trainers_path": "nnunetv2_scdl.cli.trainers_path:main",
-    "nnUNetv2_scdl_demo": "nnunetv2_scdl.cli.demo:main",
-}
-# nnU-Net training lines worth echoing while a trainer runs
-_TRAINING_PROGRESS = re.compile(r"(Epoch \d+$|_loss|Pseudo dice|Epoch time|ssl terms)")
-_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+: ")  # nnU-Net's print_to_log_file prefix
-_LOG_TAIL_LINES = 40
-
-
-class DemoStepError(RuntimeError):
-    """A step of the demo failed; the message holds the tail of its log."""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# running console commands
-# ----------------------------------------------------------------------------------------------------------------------
-def console_command(name: str) -> List[str]:
-    """``[python, -c, ...]`` running the console script ``name`` with this interpreter.
-
-    Resolved through the installed entry points (nnU-Net's, ours when installed), so the right Python runs even when
-    several environments are on PATH; our own scripts also work from an uninstalled source checkout.
-    """
-    found = entry_points(group="console_scripts", name=name)
-    target = next(iter(found)).value if found else _OWN_CONSOLE_SCRIPTS.get(name)
-    if target is None:
-        raise DemoStepError(f"Console script {name} not found. Is nnunetv2 installed in {sys.executable}?")
-    module, function = target.split(":")
-    code = f"import sys; from {module} import {function} as f; sys.argv[0] = {name!r}; sys.exit(f())"
-    return [sys.executable, "-c", code]
-
-
-def display_command(command: Sequence[str]) -> str:
-    """``command`` as a user would type it (the console script's name instead of ``python -c ...``)."""
-    if len(command) >= 3 and command[1] == "-c":
-        match = re.search(r"sys\.argv\[0\] = '([^']+)'", command[2])
-        if match:
-            return " ".join([match.group(1)] + list(command[3:]))
-    return " ".join(command)
-
-
-def source_checkout_pythonpath(environ: Dict[str, str]) -> Dict[str, str]:
-    """Copy of ``environ`` whose PYTHONPATH also finds this package when it runs from a source checkout."""
-    environ = dict(environ)
-    repo_root = Path(__file__).resolve().parents[2]
-    if (repo_root / "setup.py").is_file():
-        parts = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if str(repo_root) not in parts:
-            environ["PYTHONPATH"] = os.pathsep.join([str(repo_root)] + parts)
-    return environ
-
-
-def tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    """The last ``lines`` lines of a log file (progress-bar carriage returns folded)."""
-    if not path.is_file():
-        return "(no log written)"
-    with open(path, encoding="utf-8", errors="replace") as f:
-        last = deque((line.rstrip("\n").split("\r")[-1] for line in f), maxlen=lines)
-    return "\n".join(last)
-
-
-def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, echo: Optional[re.Pattern] = None,
-               verbose: bool = False, cwd: Optional[str] = None) -> None:
-    """Run ``command``, writing stdout+stderr to ``log_file``; echo lines matching ``echo`` (all if ``verbose``).
-
-    Raises :class:`DemoStepError` with the tail of the log if the command fails.
-    """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: follow it live
-        log.write("$ " + display_command(command) + "\n")
-        log.flush()
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, errors="replace", bufsize=1)
-        try:
-            for line in process.stdout:
-                log.write(line)
-                text = _TIMESTAMP.sub("", line.rstrip("\n").split("\r")[-1].strip())
-                if text and (verbose or (echo is not None and echo.search(text))):
-                    print("      " + text, flush=True)
-            returncode = process.wait()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-    if returncode != 0:
-        raise DemoStepError(f"Command failed (exit code {returncode}): {display_command(command)}\n"
-                            f"Log: {log_file}\n--- last lines ---\n{tail(log_file)}")
+DemoStepError = StepError  # the demo's name for it
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -237,20 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def demo_environment(workdir: Path, args: argparse.Namespace) -> Dict[str, str]:
     """Environment for the subprocesses: nnU-Net folders in the work dir, external trainers, CPU-friendly settings."""
-    from nnunetv2_scdl.cli.trainers_path import trainers_dir
-
-    trainer_dirs = []
-    try:
-        trainer_dirs.append(str(trainers_dir()))
-    except FileNotFoundError as e:  # only stock nnU-Net trainers can be used then
-        print(f"warning: {e}", file=sys.stderr)
-    trainer_dirs += [str(Path(d).resolve()) for d in args.ext_trainer_dir]
     env = source_checkout_pythonpath(os.environ)
     env.update({
         "nnUNet_raw": str(workdir / "nnUNet_raw"),
         "nnUNet_preprocessed": str(workdir / "nnUNet_preprocessed"),
         "nnUNet_results": str(workdir / "nnUNet_results"),
-        "nnUNet_extTrainer": os.pathsep.join(trainer_dirs),
+        "nnUNet_extTrainer": external_trainer_path(args.ext_trainer_dir),
         "nnUNet_compile": "f",
         # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), so 0 is only set for training
         "nnUNet_n_proc_DA": str(max(1, args.num_processes)),
@@ -298,7 +200,7 @@ def run_demo(args: argparse.Namespace) -> Dict[str, dict]:
         clock.run(f"nnUNetv2_train {trainer}", run_logged,
                   console_command("nnUNetv2_train") +
                   [dataset_id, CONFIGURATION, FOLD, "-tr", trainer, "-p", CPU_PLANS, "-device", "cpu"],
-                  dict(env, nnUNet_n_proc_DA="0"), logs / f"03_train_{trainer}.log", echo=_TRAINING_PROGRESS,
+                  dict(env, nnUNet_n_proc_DA="0"), logs / f"03_train_{trainer}.log", echo=TRAINING_PROGRESS,
                   verbose=args.verbose)
 
     results = {}
@@ -343,16 +245,7 @@ def main(argv=None) -> int:
         print("nnUNetv2_scdl_demo: error: --epochs, --iterations, --val-iterations, --labeled and --test must be "
               ">= 1", file=sys.stderr)
         return 2
-    try:
-        run_demo(args)
-    except (DemoStepError, FileExistsError, ValueError) as e:
-        print(f"\nnnUNetv2_scdl_demo: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nnnUNetv2_scdl_demo: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
+    return exit_code_of("nnUNetv2_scdl_demo", lambda: run_demo(args), (DemoStepError, FileExistsError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

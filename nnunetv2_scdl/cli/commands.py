@@ -1,0 +1,136 @@
+"""Running nnU-Net's and this package's console commands as logged subprocesses (used by the demo and the benchmark).
+
+Each command runs with this interpreter, its output goes to a log file, and chosen lines are echoed; a failure raises
+:class:`StepError` with the end of the log.
+"""
+import os
+import re
+import subprocess
+import sys
+from collections import deque
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+# our console scripts, for a source checkout that is not pip-installed (same targets as setup.py)
+_OWN_CONSOLE_SCRIPTS = {
+    "nnUNetv2_scdl_preprocess_unlabeled": "nnunetv2_scdl.cli.preprocess_unlabeled:main",
+    "nnUNetv2_scdl_make_split": "nnunetv2_scdl.cli.make_split:main",
+    "nnUNetv2_scdl_trainers_path": "nnunetv2_scdl.cli.trainers_path:main",
+    "nnUNetv2_scdl_demo": "nnunetv2_scdl.cli.demo:main",
+    "nnUNetv2_scdl_benchmark": "nnunetv2_scdl.cli.benchmark:main",
+    "nnUNetv2_scdl_cpu_plans": "nnunetv2_scdl.cli.cpu_plans:main",
+}
+# nnU-Net training lines worth echoing while a trainer runs
+TRAINING_PROGRESS = re.compile(r"(Epoch \d+$|_loss|Pseudo dice|Epoch time|ssl terms)")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+: ")  # nnU-Net's print_to_log_file prefix
+_LOG_TAIL_LINES = 40
+
+
+class StepError(RuntimeError):
+    """A command of a pipeline (demo, benchmark) failed; the message holds the tail of its log."""
+
+
+def console_command(name: str) -> List[str]:
+    """``[python, -c, ...]`` running the console script ``name`` with this interpreter.
+
+    Resolved through the installed entry points (nnU-Net's, ours when installed), so the right Python runs even when
+    several environments are on PATH; our own scripts also work from an uninstalled source checkout.
+    """
+    found = entry_points(group="console_scripts", name=name)
+    target = next(iter(found)).value if found else _OWN_CONSOLE_SCRIPTS.get(name)
+    if target is None:
+        raise StepError(f"Console script {name} not found. Is nnunetv2 installed in {sys.executable}?")
+    module, function = target.split(":")
+    code = f"import sys; from {module} import {function} as f; sys.argv[0] = {name!r}; sys.exit(f())"
+    return [sys.executable, "-c", code]
+
+
+def display_command(command: Sequence[str]) -> str:
+    """``command`` as a user would type it (the console script's name instead of ``python -c ...``)."""
+    if len(command) >= 3 and command[1] == "-c":
+        match = re.search(r"sys\.argv\[0\] = '([^']+)'", command[2])
+        if match:
+            return " ".join([match.group(1)] + list(command[3:]))
+    return " ".join(command)
+
+
+def source_checkout_pythonpath(environ: Dict[str, str]) -> Dict[str, str]:
+    """Copy of ``environ`` whose PYTHONPATH also finds this package when it runs from a source checkout."""
+    environ = dict(environ)
+    repo_root = Path(__file__).resolve().parents[2]
+    if (repo_root / "setup.py").is_file():
+        parts = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(repo_root) not in parts:
+            environ["PYTHONPATH"] = os.pathsep.join([str(repo_root)] + parts)
+    return environ
+
+
+def tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file (progress-bar carriage returns folded)."""
+    if not path.is_file():
+        return "(no log written)"
+    with open(path, encoding="utf-8", errors="replace") as f:
+        last = deque((line.rstrip("\n").split("\r")[-1] for line in f), maxlen=lines)
+    return "\n".join(last)
+
+
+def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, echo: Optional[re.Pattern] = None,
+               verbose: bool = False, cwd: Optional[str] = None, printer: Callable[[str], None] = print) -> None:
+    """Run ``command``, writing stdout+stderr to ``log_file``; echo lines matching ``echo`` (all if ``verbose``)
+    through ``printer`` (e.g. ``tqdm.write`` below a progress bar).
+
+    Raises :class:`StepError` with the tail of the log if the command fails.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: follow it live
+        log.write("$ " + display_command(command) + "\n")
+        log.flush()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace", bufsize=1)
+        try:
+            for line in process.stdout:
+                log.write(line)
+                text = _TIMESTAMP.sub("", line.rstrip("\n").split("\r")[-1].strip())
+                if text and (verbose or (echo is not None and echo.search(text))):
+                    printer("      " + text)
+            returncode = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    if returncode != 0:
+        raise StepError(f"Command failed (exit code {returncode}): {display_command(command)}\n"
+                            f"Log: {log_file}\n--- last lines ---\n{tail(log_file)}")
+
+
+def external_trainer_path(extra_dirs: Sequence[str] = ()) -> str:
+    """Value for ``nnUNet_extTrainer``: this package's trainers folder, then ``extra_dirs``."""
+    from nnunetv2_scdl.cli.trainers_path import trainers_dir
+
+    folders = []
+    try:
+        folders.append(str(trainers_dir()))
+    except FileNotFoundError as e:  # only stock nnU-Net trainers can be used then
+        print(f"warning: {e}", file=sys.stderr)
+    return os.pathsep.join(folders + [str(Path(d).resolve()) for d in extra_dirs])
+
+
+def dataset_id_of(dataset_name: str) -> str:
+    """``Dataset011_BTCV`` → ``11`` (``nnUNetv2_preprocess -d`` takes IDs only)."""
+    return str(int(dataset_name[len("Dataset"):len("Dataset") + 3]))
+
+
+def exit_code_of(program: str, function: Callable[[], object], expected_errors: tuple,
+                 interrupted_hint: str = "") -> int:
+    """Run ``function``; return 0, or print ``program: error: ...`` and return 1 for ``expected_errors`` (130 when
+    interrupted), the way a console command should end."""
+    try:
+        function()
+    except expected_errors as e:
+        print(f"\n{program}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{program}: interrupted{interrupted_hint}", file=sys.stderr)
+        return 130
+    return 0
