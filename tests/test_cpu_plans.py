@@ -7,7 +7,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-from nnunetv2_scdl.data.cpu_plans import derive_cpu_plans
+from nnunetv2_scdl.data.cpu_plans import coarser_patch_size, derive_cpu_plans, total_strides
 
 
 def _plans_with_inheritance() -> dict:
@@ -82,3 +82,49 @@ def test_real_plans_build_a_smaller_network_that_runs(planned_phantom):
     with torch.no_grad():
         output = network(torch.zeros(1, 1, *cpu_config.patch_size))
     assert output.shape == (1, 4, *cpu_config.patch_size)
+
+
+def test_coarser_patch_size_rounds_to_the_total_stride():
+    assert total_strides([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]], 3) == [16, 32, 32]
+    assert total_strides([1, 2, 2], 2) == [4, 4]
+    # BTCV's default plan, 1.5x coarser in z and 3x in-plane: 42.7 -> 48, 53.3 -> 64, 64 -> 64
+    assert coarser_patch_size([64, 160, 192], [1.5, 3, 3], [16, 32, 32]) == [48, 64, 64]
+    assert coarser_patch_size([16, 32], [8, 8], [16, 16]) == [16, 16]  # never below one stride
+
+
+def test_coarser_spacing_changes_spacing_patch_and_data_identifier(planned_phantom, tmp_path):
+    source = PlansManager(str(planned_phantom.preprocessed_folder / "nnUNetPlans.json"))
+    config = source.get_configuration(planned_phantom.configuration)
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(source.plans))
+    target = derive_cpu_plans(str(tmp_path), target_plans="coarse", configurations=[planned_phantom.configuration],
+                              spacing_factor=(1, 2, 2))
+    coarse = PlansManager(target).get_configuration(planned_phantom.configuration)
+    assert coarse.data_identifier == f"coarse_{planned_phantom.configuration}"  # nnU-Net's naming: preprocess again
+    assert coarse.spacing == [config.spacing[0], 2 * config.spacing[1], 2 * config.spacing[2]]
+    assert coarse.median_image_size_in_voxels[1] == pytest.approx(config.median_image_size_in_voxels[1] / 2)
+    strides = total_strides(config.network_arch_init_kwargs["strides"], 3)
+    assert coarse.patch_size == coarser_patch_size(config.patch_size, (1, 2, 2), strides)
+    assert all(p % s == 0 for p, s in zip(coarse.patch_size, strides))
+    assert load_json(target)["derived_from"]["spacing_factor"] == [1, 2, 2]
+    network = get_network_from_plans(coarse.network_arch_class_name, coarse.network_arch_init_kwargs,
+                                      coarse.network_arch_init_kwargs_req_import, input_channels=1,
+                                      output_channels=4, allow_init=True, deep_supervision=False)
+    with torch.no_grad():
+        assert network(torch.zeros(1, 1, *coarse.patch_size)).shape == (1, 4, *coarse.patch_size)
+    with pytest.raises(ValueError, match="2 values but configuration"):
+        derive_cpu_plans(str(tmp_path), target_plans="bad", spacing_factor=(1, 2))
+
+
+def test_cpu_plans_command_preprocesses_the_coarser_configuration(phantom_copy, run_console):
+    dataset = phantom_copy()
+    result = run_console("nnUNetv2_scdl_cpu_plans", ["-d", dataset.dataset_id, "-c", dataset.configuration, "-o",
+                                                     "nnUNetPlans_coarse", "--spacing-factor", 1, 2, 2,
+                                                     "--preprocess", "-np", 1], env={"nnUNet_n_proc_DA": "1"})
+    assert "nnUNetPlans_coarse_3d_fullres" in result.stdout
+    folder = dataset.preprocessed_folder / "nnUNetPlans_coarse_3d_fullres"
+    assert sorted(p.name for p in folder.glob("*.pkl")) == sorted(f"{c}.pkl" for c in dataset.labeled)
+    same = run_console("nnUNetv2_scdl_cpu_plans", ["-d", dataset.dataset_id, "-o", "nnUNetPlans_small"])
+    assert "data nnUNetPlans_3d_fullres" in same.stdout  # unchanged spacing: the existing data are reused
+    assert "nnUNetv2_preprocess" not in same.stdout
+    bad = run_console("nnUNetv2_scdl_cpu_plans", ["-d", dataset.dataset_id, "-p", "Missing"], check=False)
+    assert bad.returncode == 1 and "nnUNetv2_plan_and_preprocess" in bad.stdout
