@@ -40,6 +40,8 @@ setup(
             "nnUNetv2_scdl_demo=nnunetv2_scdl.cli.demo:main",
             "nnUNetv2_scdl_evaluate=nnunetv2_scdl.cli.evaluate:main",
             "nnUNetv2_scdl_convert_dataset=nnunetv2_scdl.cli.convert_dataset:main",
+            "nnUNetv2_scdl_cpu_plans=nnunetv2_scdl.cli.cpu_plans:main",
+            "nnUNetv2_scdl_benchmark=nnunetv2_scdl.cli.benchmark:main",
         ]
     },
 )

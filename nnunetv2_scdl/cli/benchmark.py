@@ -1,0 +1,434 @@
+"""``nnUNetv2_scdl_benchmark``: train several trainers on the same low-label split and budget, predict the validation
+cases with ``nnUNetv2_predict``, evaluate them, and write a comparison report.
+
+    nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres
+    nnUNetv2_scdl_cpu_plans -d 4 -c 3d_fullres                       # optional: small plans for a CPU run
+    nnUNetv2_scdl_benchmark -d 4 --split splits/Dataset004_Hippocampus_5pct.json -p nnUNetPlans_cpu \\
+        --epochs 10 --iterations-per-epoch 25 -o bench/hippocampus_5pct
+
+For each trainer (default: the supervised reference and every semi-supervised trainer with and without SCDL), in its
+own ``<output>/nnUNet_results`` so that different benchmarks never share a model folder:
+
+1. ``nnUNetv2_train DATASET CONFIGURATION 0 -tr TRAINER -p PLANS --c`` with the budget, the seed and no final
+   validation set through ``SCDL_*`` variables (the same for every trainer);
+2. ``nnUNetv2_predict`` of the split's ``val`` cases (``-chk checkpoint_final.pth``);
+3. the evaluation of ``nnUNetv2_scdl_evaluate`` (Dice, ASSD, HD95, papers' protocol; head/tail classes from the
+   labeled cases' labels), written next to the predictions.
+
+Before that it writes the split as ``splits_final.json``, runs ``nnUNetv2_preprocess`` if the plans' data are missing,
+and ``nnUNetv2_scdl_preprocess_unlabeled``. After each trainer it rewrites ``<output>/benchmark.md`` (tables),
+``benchmark.json`` (every number) and two plots. Run the same command again to resume: finished steps are skipped, a
+half-trained model continues from its last checkpoint. Changing the settings of an existing output folder is refused.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_command, dataset_id_of,
+                                        exit_code_of, external_trainer_path, run_logged,
+                                        source_checkout_pythonpath)
+from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, TrainerRecord,
+                                                       check_comparable, has_paper_protocol, per_class_table,
+                                                       plot_benchmark, scdl_effect, scdl_effect_table, summary_table)
+
+FOLD = "0"
+STATE_FILE = "benchmark_state.json"
+EVALUATION_STEM = "evaluation_scdl"
+# settings that must match to resume an output folder (the trainer list may grow)
+_RESUME_KEYS = ("dataset", "configuration", "plans", "split", "epochs", "iterations_per_epoch",
+                "val_iterations_per_epoch", "seed", "device", "tta", "paper_protocol", "scdl_environment")
+
+
+# SCDL_* variables the runner sets for every trainer (the user's own values of these are overridden)
+_RUNNER_VARIABLES = ("SCDL_NUM_EPOCHS", "SCDL_NUM_ITERATIONS_PER_EPOCH", "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH",
+                     "SCDL_SEED", "SCDL_FINAL_VALIDATION", "SCDL_SAVE_EVERY")
+
+
+@dataclass
+class BenchmarkPaths:
+    output: Path
+
+    @property
+    def results(self) -> Path:
+        return self.output / "nnUNet_results"
+
+    @property
+    def images(self) -> Path:
+        return self.output / "inputs" / "imagesVal"
+
+    @property
+    def labels(self) -> Path:
+        return self.output / "inputs" / "labelsVal"
+
+    @property
+    def logs(self) -> Path:
+        return self.output / "logs"
+
+    def predictions(self, trainer: str) -> Path:
+        return self.output / "predictions" / trainer
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# settings, state, environment
+# ----------------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnUNetv2_scdl_benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset name or ID")
+    parser.add_argument("--split", required=True, type=Path,
+                        help="split JSON with the keys labeled, unlabeled and val (written as splits_final.json)")
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="benchmark folder (models, predictions, logs, report); reuse it to resume")
+    parser.add_argument("-c", dest="configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("--trainers", nargs="+", default=list(BENCHMARK_TRAINERS),
+                        help=f"trainer class names (default: all {len(BENCHMARK_TRAINERS)}: the supervised "
+                             f"reference and every semi-supervised trainer with and without SCDL). "
+                             f"{REFERENCE_TRAINER} is always added as the reference row.")
+    parser.add_argument("--epochs", type=int, required=True, help="epochs per trainer (SCDL_NUM_EPOCHS)")
+    parser.add_argument("--iterations-per-epoch", type=int, required=True,
+                        help="optimiser steps per epoch (SCDL_NUM_ITERATIONS_PER_EPOCH)")
+    parser.add_argument("--val-iterations", type=int, default=2,
+                        help="nnU-Net's per-epoch pseudo-Dice batches (SCDL_NUM_VAL_ITERATIONS_PER_EPOCH, default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every trainer (SCDL_SEED, default 0)")
+    parser.add_argument("-device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
+                        help="training and prediction device (default: cuda if available, else cpu)")
+    parser.add_argument("--tta", action="store_true", help="predict with mirroring (off by default: CPU time)")
+    parser.add_argument("--no-paper-protocol", action="store_true",
+                        help="evaluate on the original grid only (skip the papers' resized-grid protocol)")
+    parser.add_argument("--overwrite-split", action="store_true",
+                        help="replace an existing, different splits_final.json (a backup is kept)")
+    parser.add_argument("-np", dest="num_processes", type=int, default=2,
+                        help="processes for preprocessing and prediction export (default 2)")
+    parser.add_argument("--ext-trainer-dir", action="append", default=[],
+                        help="another folder for nnUNet_extTrainer (repeatable), for your own trainers")
+    parser.add_argument("--verbose", action="store_true", help="echo every line of every command")
+    return parser
+
+
+def default_device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def benchmark_settings(args: argparse.Namespace, dataset_name: str, split) -> dict:
+    """Everything that defines the comparison; a resumed run must match it."""
+    scdl_environment = {k: v for k, v in sorted(os.environ.items())
+                        if k.startswith("SCDL_") and k not in _RUNNER_VARIABLES}
+    return {
+        "dataset": dataset_name, "configuration": args.configuration, "plans": args.plans,
+        "split": {"file": str(args.split.resolve()), "labeled": sorted(split.labeled),
+                  "unlabeled": sorted(split.unlabeled), "val": sorted(split.val)},
+        "epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
+        "val_iterations_per_epoch": args.val_iterations, "seed": args.seed, "device": args.device,
+        "tta": args.tta, "paper_protocol": not args.no_paper_protocol,
+        # SCDL_* variables the user set (hyperparameter overrides) change every trainer: part of the settings
+        "scdl_environment": scdl_environment,
+    }
+
+
+def load_or_create_state(paths: BenchmarkPaths, settings: dict, command: str) -> dict:
+    state_file = paths.output / STATE_FILE
+    if state_file.is_file():
+        state = json.loads(state_file.read_text())
+        different = [k for k in _RESUME_KEYS if state["settings"].get(k) != settings.get(k)]
+        if different:
+            raise StepError(f"{paths.output} holds a benchmark with other settings ({', '.join(different)}); "
+                            f"resume it with its own command:\n  {state['command']}\nor choose a new -o folder.")
+        return state
+    return {"settings": settings, "command": command, "trainers": {}}
+
+
+def save_state(paths: BenchmarkPaths, state: dict) -> None:
+    target = paths.output / STATE_FILE
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, target)
+
+
+def benchmark_environment(paths: BenchmarkPaths, args: argparse.Namespace) -> Dict[str, str]:
+    env = source_checkout_pythonpath(os.environ)
+    env.update({
+        "nnUNet_results": str(paths.results),
+        "nnUNet_extTrainer": external_trainer_path(
+            [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p] + args.ext_trainer_dir),
+        "SCDL_NUM_EPOCHS": str(args.epochs),
+        "SCDL_NUM_ITERATIONS_PER_EPOCH": str(args.iterations_per_epoch),
+        "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": str(args.val_iterations),
+        "SCDL_SEED": str(args.seed),
+        "SCDL_FINAL_VALIDATION": "0",  # the val cases are predicted with nnUNetv2_predict below
+        "SCDL_SAVE_EVERY": "1",  # a checkpoint per epoch: an interrupted benchmark loses at most one epoch
+        "PYTHONUNBUFFERED": "1",
+    })
+    if args.device == "cpu":
+        env.setdefault("nnUNet_compile", "f")
+    return env
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# preparation
+# ----------------------------------------------------------------------------------------------------------------------
+def resolve_dataset_and_split(args: argparse.Namespace):
+    """(dataset info, checked split, preprocessed folder); reads names and dataset.json only, writes nothing."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunetv2_scdl.data.splits import load_split_file, raw_case_files, validate_split
+    from nnunetv2_scdl.evaluation.dataset_info import read_dataset_info
+
+    dataset_name = maybe_convert_to_dataset_name(args.dataset)
+    raw_folder = Path(nnUNet_raw) / dataset_name
+    split = load_split_file(str(args.split))
+    validate_split(split, raw_case_files(str(raw_folder)), dataset_name)
+    return read_dataset_info(str(raw_folder)), split, Path(nnUNet_preprocessed) / dataset_name
+
+
+def prepare_dataset(args: argparse.Namespace, dataset, split, preprocessed: Path, paths: BenchmarkPaths,
+                    env: Dict[str, str], printer) -> None:
+    """Write the split, preprocess what is missing, link the validation images and labels."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_scdl.data.splits import write_splits_final
+
+    plans_file = preprocessed / f"{args.plans}.json"
+    if not plans_file.is_file():
+        raise StepError(f"{plans_file} not found. Run nnUNetv2_plan_and_preprocess -d {args.dataset} -c "
+                        f"{args.configuration} (and nnUNetv2_scdl_cpu_plans for CPU plans) first.")
+    configuration = PlansManager(str(plans_file)).get_configuration(args.configuration)
+    printer(f"splits_final.json {write_splits_final(str(preprocessed), split, args.overwrite_split)}: "
+            f"{len(split.labeled)} labeled, {len(split.unlabeled)} unlabeled, {len(split.val)} validation cases")
+    if not (preprocessed / configuration.data_identifier).is_dir():
+        printer(f"preprocessing {args.configuration} of {args.plans} (nnUNetv2_preprocess) ...")
+        run_logged(console_command("nnUNetv2_preprocess") +
+                   ["-d", dataset_id_of(dataset.name), "-plans_name", args.plans, "-c", args.configuration, "-np",
+                    str(args.num_processes)], env, paths.logs / "preprocess.log", printer=printer)
+    run_logged(console_command("nnUNetv2_scdl_preprocess_unlabeled") +
+               ["-d", dataset.name, "-c", args.configuration, "-p", args.plans, "-np", str(args.num_processes)],
+               env, paths.logs / "preprocess_unlabeled.log", printer=printer)
+    link_validation_cases(dataset.folder, split.val, dataset.file_ending, paths)
+
+
+def link_validation_cases(raw_folder: Path, cases: List[str], file_ending: str, paths: BenchmarkPaths) -> None:
+    """Symlink the validation cases' images (every channel) and labels into the benchmark's input folders."""
+    paths.images.mkdir(parents=True, exist_ok=True)
+    paths.labels.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        channels = sorted((raw_folder / "imagesTr").glob(f"{case}_[0-9][0-9][0-9][0-9]{file_ending}"))
+        label = raw_folder / "labelsTr" / f"{case}{file_ending}"
+        if not channels or not label.is_file():
+            raise StepError(f"Validation case {case}: image or label missing in {raw_folder}.")
+        for source, target in [(c, paths.images / c.name) for c in channels] + [(label, paths.labels / label.name)]:
+            if not target.is_symlink() and not target.exists():
+                target.symlink_to(source.resolve())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# one trainer
+# ----------------------------------------------------------------------------------------------------------------------
+def fold_folder(paths: BenchmarkPaths, dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
+    return paths.results / dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{FOLD}"
+
+
+def training_time(checkpoint_file: Path) -> Dict[str, float]:
+    """Summed epoch durations (nnU-Net's epoch timestamps; setup and validation export excluded) and epochs."""
+    import torch
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    logging = checkpoint["logging"]
+    starts, ends = logging["epoch_start_timestamps"], logging["epoch_end_timestamps"]
+    return {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends)}
+
+
+def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
+          printer) -> Path:
+    """Train (or continue training) ``trainer`` unless its ``checkpoint_final.pth`` exists; return the fold folder."""
+    fold = fold_folder(paths, dataset_name, trainer, args.plans, args.configuration)
+    if (fold / "checkpoint_final.pth").is_file():
+        return fold
+    resuming = (fold / "checkpoint_latest.pth").is_file()
+    printer(f"  {'continuing' if resuming else 'training'} {trainer}")
+    train_env = dict(env)
+    if args.device == "cpu":
+        train_env.setdefault("nnUNet_n_proc_DA", "0")  # on a few cores, in-process augmentation is faster
+    run_logged(console_command("nnUNetv2_train") +
+               [dataset_name, args.configuration, FOLD, "-tr", trainer, "-p", args.plans, "-device", args.device,
+                "--c"], train_env, paths.logs / f"train_{trainer}.log", echo=TRAINING_PROGRESS,
+               verbose=args.verbose, printer=printer)
+    if not (fold / "checkpoint_final.pth").is_file():
+        raise StepError(f"nnUNetv2_train finished but {fold / 'checkpoint_final.pth'} is missing; see "
+                        f"{paths.logs / f'train_{trainer}.log'}.")
+    return fold
+
+
+def predict(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
+            printer) -> Path:
+    output = paths.predictions(trainer)
+    command = console_command("nnUNetv2_predict") + [
+        "-i", str(paths.images), "-o", str(output), "-d", dataset_name, "-c", args.configuration, "-tr", trainer,
+        "-p", args.plans, "-f", FOLD, "-chk", "checkpoint_final.pth", "-device", args.device,
+        "-npp", "1", "-nps", str(max(1, args.num_processes // 2)), "--continue_prediction"]
+    if not args.tta:
+        command.append("--disable_tta")
+    run_logged(command, env, paths.logs / f"predict_{trainer}.log", verbose=args.verbose, printer=printer)
+    return output
+
+
+def evaluate(trainer: str, dataset, split, args: argparse.Namespace, paths: BenchmarkPaths) -> dict:
+    """Evaluate the trainer's predictions like ``nnUNetv2_scdl_evaluate``; write its three reports; return the JSON."""
+    from nnunetv2_scdl.cli.evaluate import OUTPUT_STEM
+    from nnunetv2_scdl.evaluation import (EvaluationSettings, evaluate_folders, groups_from_labeled_files,
+                                          labeled_label_files)
+    from nnunetv2_scdl.evaluation.plot import plot_per_class
+    from nnunetv2_scdl.evaluation.report import result_to_json_dict, write_json, write_markdown
+
+    labeled = labeled_label_files(dataset.folder / "labelsTr", dataset.file_ending, split.labeled)
+    groups = groups_from_labeled_files(labeled, sorted(dataset.class_names))
+    settings = EvaluationSettings() if not args.no_paper_protocol else EvaluationSettings(paper_grid_zyx=None)
+    output = paths.predictions(trainer)
+    result = evaluate_folders(output, paths.labels, dataset.class_names, groups, dataset.file_ending, settings,
+                              dataset_name=dataset.name, show_progress=False)
+    write_json(result, output / f"{OUTPUT_STEM}.json")
+    write_markdown(result, output / f"{OUTPUT_STEM}.md")
+    plot_per_class(result, output / f"{OUTPUT_STEM}_per_class.png")
+    return result_to_json_dict(result)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------------------------------
+def records_in_order(state: dict, trainers: List[str], paths: BenchmarkPaths) -> List[TrainerRecord]:
+    records = []
+    for trainer in trainers:
+        entry = state["trainers"].get(trainer, {})
+        evaluation_file = paths.predictions(trainer) / f"{EVALUATION_STEM}.json"
+        if entry.get("evaluated") and evaluation_file.is_file():
+            iterations = state["settings"]["epochs"] * state["settings"]["iterations_per_epoch"]
+            records.append(TrainerRecord(trainer, json.loads(evaluation_file.read_text()),
+                                         entry["training"]["seconds"], iterations))
+    return records
+
+
+def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Optional[Path]:
+    """``benchmark.md``, ``benchmark.json`` and the two plots from the trainers evaluated so far."""
+    records = records_in_order(state, trainers, paths)
+    if not records:
+        return None
+    check_comparable(records)
+    settings = state["settings"]
+    split = settings["split"]
+    missing = [t for t in trainers if t not in {r.trainer for r in records}]
+    evaluation = records[0].evaluation
+    tail_names = [evaluation["classes"][str(label)] for label in evaluation["class_groups"]["tail"]]
+    plot_benchmark(records, paths.output / "benchmark_dice_per_class.png", paths.output / "benchmark_dice_vs_time.png")
+    lines = [
+        f"# Benchmark: {settings['dataset']}, {len(split['labeled'])} labeled cases",
+        "",
+        f"- Command: `{state['command']}`",
+        f"- Split: `{split['file']}`: {len(split['labeled'])} labeled, {len(split['unlabeled'])} unlabeled, "
+        f"{len(split['val'])} validation cases (evaluated).",
+        f"- Plans: `{settings['plans']}`, configuration `{settings['configuration']}`, fold {FOLD}.",
+        f"- Budget per trainer: {settings['epochs']} epochs × {settings['iterations_per_epoch']} iterations = "
+        f"{settings['epochs'] * settings['iterations_per_epoch']} optimiser steps; seed {settings['seed']}; device "
+        f"{settings['device']}; prediction {'with' if settings['tta'] else 'without'} mirroring.",
+        f"- Tail classes ({TAIL_NOTE}): {', '.join(tail_names) or 'none'}.",
+        "- Training time: summed epoch durations from the checkpoint (setup excluded).",
+    ]
+    if settings["scdl_environment"]:
+        lines.append(f"- Hyperparameter overrides in the environment: `{settings['scdl_environment']}`.")
+    if missing:
+        lines.append(f"- Not finished yet: {', '.join(missing)}.")
+    lines += ["", "## Summary", "", summary_table(records), "",
+              "Dice, ASSD and HD95: original grid, mean over classes of the per-class means over cases; ± is the "
+              "standard deviation over cases of each case's mean Dice."
+              + (" Paper columns: the GA/SCDL papers' protocol (resized grid, one-directional ASD in voxels)."
+                 if has_paper_protocol(records) else ""), "",
+              "## Per-class Dice %", "", per_class_table(records), "",
+              f"{TAIL_MARK_NOTE}", "",
+              "## What SCDL adds to each host", "", scdl_effect_table(records), "",
+              "![per-class Dice](benchmark_dice_per_class.png)", "", "![Dice vs time](benchmark_dice_vs_time.png)", ""]
+    (paths.output / "benchmark.md").write_text("\n".join(lines), encoding="utf-8")
+    (paths.output / "benchmark.json").write_text(json.dumps({
+        "settings": settings, "command": state["command"],
+        "trainers": {r.trainer: {"training_seconds": r.training_seconds, "iterations": r.iterations,
+                                 "summary": r.evaluation["summary"]} for r in records},
+        "class_groups": evaluation["class_groups"], "classes": evaluation["classes"],
+        "scdl_effect": scdl_effect(records)}, indent=1))
+    return paths.output / "benchmark.md"
+
+
+TAIL_NOTE = "voxel frequency in the labeled cases below the median of the foreground classes"
+TAIL_MARK_NOTE = "† tail class; bold: best trainer for that class."
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------------------------------
+def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
+    from tqdm import tqdm
+
+    if min(args.epochs, args.iterations_per_epoch, args.val_iterations) < 1:
+        raise StepError("--epochs, --iterations-per-epoch and --val-iterations must be >= 1.")
+    args.device = args.device or default_device()
+    trainers = list(dict.fromkeys([REFERENCE_TRAINER] + list(args.trainers)))
+    paths = BenchmarkPaths(args.output.resolve())
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    env = benchmark_environment(paths, args)
+    dataset, split, preprocessed = resolve_dataset_and_split(args)
+    state = load_or_create_state(paths, benchmark_settings(args, dataset.name, split), command)  # refuses changes
+    prepare_dataset(args, dataset, split, preprocessed, paths, env, print)
+    save_state(paths, state)
+
+    steps = tqdm(total=3 * len(trainers), desc="benchmark", unit="step", dynamic_ncols=True)
+    try:
+        for trainer in trainers:
+            entry = state["trainers"].setdefault(trainer, {})
+            steps.set_description(f"{trainer}: train")
+            if "training" not in entry:
+                # predictions of an earlier model would be kept by --continue_prediction: start clean
+                shutil.rmtree(paths.predictions(trainer), ignore_errors=True)
+                for step in ("predicted", "evaluated"):
+                    entry.pop(step, None)
+                started = time.monotonic()
+                fold = train(trainer, dataset.name, args, paths, env, steps.write)
+                entry["training"] = training_time(fold / "checkpoint_final.pth")
+                entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
+                save_state(paths, state)
+            steps.update()
+            steps.set_description(f"{trainer}: predict")
+            if not entry.get("predicted"):
+                predict(trainer, dataset.name, args, paths, env, steps.write)
+                entry["predicted"] = True
+                save_state(paths, state)
+            steps.update()
+            steps.set_description(f"{trainer}: evaluate")
+            if not entry.get("evaluated"):
+                summary = evaluate(trainer, dataset, split, args, paths)["summary"]["original"]["mean"]
+                entry["evaluated"] = True
+                save_state(paths, state)
+                steps.write(f"  {trainer}: mean Dice {100 * summary['dice']:.1f} % "
+                            f"(training {entry['training']['seconds'] / 60:.1f} min)")
+            steps.update()
+            write_report(state, trainers, paths)
+    finally:
+        steps.close()
+    report = write_report(state, trainers, paths)
+    print(f"Report: {report}")
+    return report
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "nnUNetv2_scdl_benchmark " + " ".join(shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv))
+    return exit_code_of("nnUNetv2_scdl_benchmark", lambda: run_benchmark(args, command),
+                        (StepError, ValueError, FileNotFoundError, RuntimeError),
+                        "; run the same command again to resume.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The benchmark report: several trainers' evaluations side by side, as markdown tables and plots.
+
+Input: one :class:`TrainerRecord` per trainer, holding its evaluation as written by ``nnUNetv2_scdl_evaluate``
+(``evaluation_scdl.json``, see :mod:`nnunetv2_scdl.evaluation.report`) and its training time. Output:
+
+- a summary table: mean, head and tail Dice, ASSD and HD95 on the original grid, the papers' protocol, the change
+  against the supervised reference, and training time;
+- per-class Dice, tail classes marked with †, the best trainer per class in bold;
+- the effect of SCDL: each host trainer against its SCDL variant;
+- a plot of per-class Dice for every trainer and a plot of mean Dice against training time.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: the reference row: nnU-Net's supervised trainer on the labeled cases only
+REFERENCE_TRAINER = "nnUNetTrainerSupervised"
+#: (host, host with SCDL), in the order the report lists them
+SCDL_PAIRS: Tuple[Tuple[str, str], ...] = (
+    ("nnUNetTrainerMeanTeacher", "nnUNetTrainerSCDL_MT"),
+    ("nnUNetTrainerGACPS", "nnUNetTrainerSCDL_GACPS"),
+    ("nnUNetTrainerDHC", "nnUNetTrainerSCDL_DHC"),
+    ("nnUNetTrainerGAMagicNet", "nnUNetTrainerSCDL_GAMagicNet"),
+    ("nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"),
+)
+#: every trainer a full benchmark runs
+BENCHMARK_TRAINERS: Tuple[str, ...] = (REFERENCE_TRAINER,) + tuple(name for pair in SCDL_PAIRS for name in pair)
+TAIL_MARK = "†"
+
+
+@dataclass
+class TrainerRecord:
+    """One benchmark row. ``evaluation``: the ``evaluation_scdl.json`` content. ``training_seconds``: summed epoch
+    durations from the checkpoint's log (setup and final validation excluded); ``iterations``: optimiser steps."""
+    trainer: str
+    evaluation: dict
+    training_seconds: float
+    iterations: int
+
+    def metric(self, protocol: str, key: str, metric: str) -> float:
+        """``summary[protocol][key][metric]`` (key: mean, head, tail, case_mean_std); NaN when missing."""
+        value = self.evaluation["summary"].get(protocol, {}).get(key, {}).get(metric)
+        return float("nan") if value is None else float(value)
+
+    def class_dice(self, label: int) -> float:
+        value = self.evaluation["summary"]["original"]["per_class"][str(label)]["dice"]
+        return float("nan") if value is None else float(value)
+
+
+def short_name(trainer: str) -> str:
+    """``nnUNetTrainerSCDL_GACPS`` → ``SCDL_GACPS`` (tables stay narrow)."""
+    return trainer[len("nnUNetTrainer"):] if trainer.startswith("nnUNetTrainer") and len(trainer) > 13 else trainer
+
+
+def _fmt(value: float, scale: float = 1.0, digits: int = 1, signed: bool = False) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value * scale:{'+' if signed else ''}.{digits}f}"
+
+
+def _classes(records: Sequence[TrainerRecord]) -> Tuple[List[int], Dict[int, str], set]:
+    evaluation = records[0].evaluation
+    names = {int(label): name for label, name in evaluation["classes"].items()}
+    return sorted(names), names, set(evaluation["class_groups"]["tail"])
+
+
+def check_comparable(records: Sequence[TrainerRecord]) -> None:
+    """Every record must cover the same cases and classes, or the rows are not comparable."""
+    if not records:
+        raise ValueError("No trainer has an evaluation yet: nothing to report.")
+    first = records[0]
+    cases = sorted(case["case"] for case in first.evaluation["per_case"])
+    for record in records[1:]:
+        other = sorted(case["case"] for case in record.evaluation["per_case"])
+        if other != cases or record.evaluation["classes"] != first.evaluation["classes"]:
+            raise ValueError(f"{record.trainer} was evaluated on other cases or classes than {first.trainer}; the "
+                             f"report compares trainers only on identical validation sets.")
+
+
+def has_paper_protocol(records: Sequence[TrainerRecord]) -> bool:
+    return any("paper" in r.evaluation["summary"] for r in records)
+
+
+def summary_table(records: Sequence[TrainerRecord]) -> str:
+    """Mean/head/tail Dice %, ASSD/HD95 mm, the paper protocol (when evaluated), Δ mean Dice against the reference,
+    training time."""
+    reference = next((r for r in records if r.trainer == REFERENCE_TRAINER), None)
+    paper = has_paper_protocol(records)
+    header = ["trainer", "Dice %", "± (cases)", "head Dice %", "tail Dice %", "ASSD mm", "HD95 mm"]
+    header += ["Dice % (paper)", "ASD vox (paper)"] if paper else []
+    header += ["Δ Dice vs supervised", "train min", "s/it"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for r in records:
+        delta = (r.metric("original", "mean", "dice") - reference.metric("original", "mean", "dice")
+                 if reference is not None and r is not reference else float("nan"))
+        cells = [short_name(r.trainer), _fmt(r.metric("original", "mean", "dice"), 100),
+                 _fmt(r.metric("original", "case_mean_std", "dice"), 100),
+                 _fmt(r.metric("original", "head", "dice"), 100), _fmt(r.metric("original", "tail", "dice"), 100),
+                 _fmt(r.metric("original", "mean", "assd_mm"), digits=2),
+                 _fmt(r.metric("original", "mean", "hd95_mm"), digits=2)]
+        if paper:
+            cells += [_fmt(r.metric("paper", "mean", "dice"), 100),
+                      _fmt(r.metric("paper", "mean", "asd_voxels"), digits=2)]
+        cells += ["reference" if r is reference else _fmt(delta, 100, signed=True),
+                  _fmt(r.training_seconds / 60), _fmt(r.training_seconds / max(1, r.iterations), digits=2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_class_table(records: Sequence[TrainerRecord]) -> str:
+    """Dice % per class (rows: trainers); tail classes marked, the best value of each class in bold."""
+    labels, names, tail = _classes(records)
+    header = ["trainer"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(labels)]
+    best = {}
+    for label in labels:
+        values = [r.class_dice(label) for r in records]
+        finite = [v for v in values if not math.isnan(v)]
+        best[label] = max(finite) if finite else None
+    for r in records:
+        cells = [short_name(r.trainer)]
+        for label in labels:
+            value = r.class_dice(label)
+            text = _fmt(value, 100)
+            cells.append(f"**{text}**" if best[label] is not None and value == best[label] and len(records) > 1
+                         else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scdl_effect(records: Sequence[TrainerRecord]) -> List[dict]:
+    """Per host whose SCDL variant is also present: Δ mean/head/tail Dice, classes better/worse by > 1 point."""
+    by_name = {r.trainer: r for r in records}
+    labels, _, _ = _classes(records)
+    effects = []
+    for host_name, scdl_name in SCDL_PAIRS:
+        if host_name not in by_name or scdl_name not in by_name:
+            continue
+        host, scdl = by_name[host_name], by_name[scdl_name]
+        deltas = {key: scdl.metric("original", key, "dice") - host.metric("original", key, "dice")
+                  for key in ("mean", "head", "tail")}
+        class_deltas = [scdl.class_dice(label) - host.class_dice(label) for label in labels]
+        effects.append({"host": host_name, "scdl": scdl_name, "host_dice": host.metric("original", "mean", "dice"),
+                        "scdl_dice": scdl.metric("original", "mean", "dice"),
+                        **{f"delta_{key}": value for key, value in deltas.items()},
+                        "classes_better": sum(d > 0.01 for d in class_deltas if not math.isnan(d)),
+                        "classes_worse": sum(d < -0.01 for d in class_deltas if not math.isnan(d)),
+                        "time_ratio": scdl.training_seconds / host.training_seconds if host.training_seconds else
+                        float("nan")})
+    return effects
+
+
+def scdl_effect_table(records: Sequence[TrainerRecord]) -> str:
+    effects = scdl_effect(records)
+    if not effects:
+        return "(no host trainer ran together with its SCDL variant)"
+    header = ["host", "host Dice %", "+SCDL Dice %", "Δ mean", "Δ head", "Δ tail", "classes better / worse (>1 pt)",
+              "time ×"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for e in effects:
+        lines.append("| " + " | ".join([
+            short_name(e["host"]), _fmt(e["host_dice"], 100), _fmt(e["scdl_dice"], 100),
+            _fmt(e["delta_mean"], 100, signed=True), _fmt(e["delta_head"], 100, signed=True),
+            _fmt(e["delta_tail"], 100, signed=True), f"{e['classes_better']} / {e['classes_worse']}",
+            _fmt(e["time_ratio"], digits=2)]) + " |")
+    return "\n".join(lines)
+
+
+def plot_benchmark(records: Sequence[TrainerRecord], per_class_path: Path, time_path: Optional[Path] = None) -> None:
+    """Grouped bars of per-class Dice (one colour per trainer, tail classes marked) and, if ``time_path`` is given,
+    mean Dice against training time (one point per trainer)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, names, tail = _classes(records)
+    width = 0.8 / len(records)
+    positions = np.arange(len(labels))
+    figure, axis = plt.subplots(figsize=(max(7.0, 0.9 * len(labels) + 3), 4.0))
+    colours = plt.get_cmap("tab20")
+    for index, r in enumerate(records):
+        values = np.nan_to_num([100 * r.class_dice(label) for label in labels], nan=0.0)
+        axis.bar(positions - 0.4 + (index + 0.5) * width, values, width, label=short_name(r.trainer),
+                 color=colours(index % 20))
+    axis.set_xticks(positions)
+    axis.set_xticklabels([names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels],
+                         rotation=45, ha="right", fontsize=8)
+    axis.set_ylabel("Dice % (original grid)")
+    axis.set_title(f"Per-class Dice on the validation cases ({TAIL_MARK}: tail class)", fontsize=10)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(per_class_path, dpi=120)
+    plt.close(figure)
+    if time_path is None:
+        return
+    figure, axis = plt.subplots(figsize=(6.5, 4.0))
+    for index, r in enumerate(records):
+        axis.scatter(r.training_seconds / 60, 100 * r.metric("original", "mean", "dice"), color=colours(index % 20),
+                     label=short_name(r.trainer), s=40)
+    axis.set_xlabel("training time, minutes")
+    axis.set_ylabel("mean Dice % (original grid)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(time_path, dpi=120)
+    plt.close(figure)

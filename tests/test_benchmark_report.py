@@ -1,0 +1,95 @@
+"""The benchmark report: tables, the SCDL-versus-host comparison and the plots, on hand-made evaluations."""
+import math
+
+import pytest
+
+from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, SCDL_PAIRS,
+                                                       TrainerRecord, check_comparable, per_class_table,
+                                                       plot_benchmark, scdl_effect, scdl_effect_table, short_name,
+                                                       summary_table)
+
+CLASSES = {"1": "liver", "2": "gland", "3": "kidney"}
+
+
+def evaluation(per_class_dice, cases=("a", "b")):
+    """An evaluation_scdl.json-like dict; head = liver, kidney; tail = gland. ``None`` marks an undefined value."""
+    per_class = {label: {"dice": dice, "assd_mm": 2.0, "hd95_mm": 5.0} for label, dice in per_class_dice.items()}
+    defined = [d for d in per_class_dice.values() if d is not None]
+
+    def mean(labels):
+        values = [per_class_dice[label] for label in labels if per_class_dice[label] is not None]
+        return {"dice": sum(values) / len(values) if values else None, "assd_mm": 2.0, "hd95_mm": 5.0}
+
+    return {"classes": dict(CLASSES), "class_groups": {"head": [1, 3], "tail": [2]},
+            "per_case": [{"case": c} for c in cases],
+            "summary": {"original": {"per_class": per_class, "mean": {**mean(["1", "2", "3"]),
+                                                                      "dice": sum(defined) / len(defined)},
+                                     "head": mean(["1", "3"]), "tail": mean(["2"]),
+                                     "case_mean_std": {"dice": 0.05}}}}
+
+
+@pytest.fixture
+def records():
+    return [TrainerRecord(REFERENCE_TRAINER, evaluation({"1": 0.90, "2": 0.10, "3": 0.70}), 60.0, 100),
+            TrainerRecord("nnUNetTrainerMeanTeacher", evaluation({"1": 0.92, "2": 0.20, "3": 0.70}), 120.0, 100),
+            TrainerRecord("nnUNetTrainerSCDL_MT", evaluation({"1": 0.92, "2": 0.35, "3": 0.64}), 150.0, 100)]
+
+
+def test_trainer_lists():
+    assert BENCHMARK_TRAINERS[0] == REFERENCE_TRAINER and len(BENCHMARK_TRAINERS) == 1 + 2 * len(SCDL_PAIRS)
+    assert all(scdl.startswith("nnUNetTrainerSCDL_") for _, scdl in SCDL_PAIRS)
+    assert short_name("nnUNetTrainerSCDL_GACPS") == "SCDL_GACPS"
+
+
+def table_rows(table):
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table.splitlines()[2:]}
+
+
+def test_summary_table_values(records):
+    table = summary_table(records)
+    assert "paper" not in table.splitlines()[0]  # no record has the paper protocol: no such columns
+    rows = table_rows(table)
+    assert rows["Supervised"][0] == "56.7" and rows["Supervised"][6] == "reference"
+    assert rows["MeanTeacher"][0] == "60.7" and rows["MeanTeacher"][6] == "+4.0"
+    assert rows["SCDL_MT"][3] == "35.0"  # tail Dice %
+    assert rows["SCDL_MT"][7] == "2.5" and rows["SCDL_MT"][8] == "1.50"  # minutes, s/it
+    records[1].evaluation["summary"]["paper"] = {"mean": {"dice": 0.5, "asd_voxels": 3.0}}
+    rows = table_rows(summary_table(records))
+    assert rows["MeanTeacher"][6:8] == ["50.0", "3.00"] and rows["Supervised"][6:8] == ["n/a", "n/a"]
+
+
+def test_per_class_table_marks_tail_and_best(records):
+    lines = per_class_table(records).splitlines()
+    assert lines[0] == "| trainer | liver | gland † | kidney |"
+    scdl = lines[4].split("|")
+    assert scdl[3].strip() == "**35.0**" and scdl[4].strip() == "64.0"
+    teacher = lines[3].split("|")
+    # a tie is bold in both rows
+    assert teacher[2].strip() == "**92.0**" and scdl[2].strip() == "**92.0**"
+    assert lines[2].split("|")[4].strip() == "**70.0**" and teacher[4].strip() == "**70.0**"
+
+
+def test_scdl_effect(records):
+    (effect,) = scdl_effect(records)
+    assert effect["host"] == "nnUNetTrainerMeanTeacher"
+    assert math.isclose(effect["delta_tail"], 0.15) and math.isclose(effect["delta_head"], -0.03)
+    assert effect["classes_better"] == 1 and effect["classes_worse"] == 1  # gland +15, kidney -6, liver 0
+    assert math.isclose(effect["time_ratio"], 1.25)
+    assert "| MeanTeacher | 60.7 | 63.7 | +3.0 | -3.0 | +15.0 | 1 / 1 | 1.25 |" in scdl_effect_table(records)
+    assert "no host" in scdl_effect_table(records[:2])
+
+
+def test_undefined_values_and_incomparable_records(records):
+    odd = TrainerRecord("nnUNetTrainerGACPS", evaluation({"1": 0.5, "2": None, "3": 0.5}), 10.0, 10)
+    assert "n/a" in per_class_table(records + [odd]).splitlines()[-1]
+    with pytest.raises(ValueError, match="other cases"):
+        check_comparable(records + [TrainerRecord("x", evaluation({"1": 1, "2": 1, "3": 1}, cases=("a",)), 1, 1)])
+    with pytest.raises(ValueError, match="No trainer"):
+        check_comparable([])
+
+
+def test_plots_are_written(records, tmp_path):
+    plot_benchmark(records, tmp_path / "per_class.png", tmp_path / "time.png")
+    for name in ("per_class.png", "time.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

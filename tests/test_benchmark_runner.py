@@ -1,0 +1,104 @@
+"""``nnUNetv2_scdl_benchmark`` end to end on the phantom: train, predict, evaluate, report; resume; refuse changes."""
+import json
+import os
+
+import numpy as np
+from conftest import load_checkpoint
+
+from nnunetv2_scdl.cli.benchmark import STATE_FILE
+
+REFERENCE = "nnUNetTrainerSupervised"
+HOST = "nnUNetTrainerMeanTeacher"
+SCDL = "nnUNetTrainerSCDL_MT"
+
+
+def independent_mean_dice(prediction_folder, reference_folder, labels):
+    """Mean over classes of the mean over cases of Dice, with nnU-Net's own metric code (not ours)."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    per_class = {label: [] for label in labels}
+    for reference in sorted(reference_folder.glob("*.nii.gz")):
+        metrics = compute_metrics(str(reference), str(prediction_folder / reference.name), SimpleITKIO(), labels)
+        for label in labels:
+            dice = metrics["metrics"][label]["Dice"]
+            if not np.isnan(dice):
+                per_class[label].append(dice)
+    return float(np.mean([np.mean(values) for values in per_class.values() if values]))
+
+
+def interrupt_after_first_epoch(fold):
+    """Leave ``fold`` as nnUNetv2_train leaves it when killed during epoch 1: only a checkpoint_latest.pth of epoch 0."""
+    import torch
+
+    checkpoint = load_checkpoint(fold)
+    checkpoint["current_epoch"] = 1
+    checkpoint["logging"] = {key: values[:1] for key, values in checkpoint["logging"].items()}
+    checkpoint["nnunetv2_scdl"]["global_iteration"] //= 2
+    torch.save(checkpoint, fold / "checkpoint_latest.pth")
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth"):
+        os.remove(fold / name)
+
+
+def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_copy, run_console, tmp_path):
+    dataset = phantom_copy()
+    cases = sorted(dataset.labeled)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"labeled": cases[:2], "unlabeled": cases[2:4], "val": cases[4:]}))
+    output = tmp_path / "benchmark"
+    base = ["-d", dataset.dataset_id, "--split", split_file, "-c", dataset.configuration, "-p", dataset.cpu_plans,
+            "--epochs", 2, "--iterations-per-epoch", 2, "--val-iterations", 1, "-o", output, "-device", "cpu",
+            "-np", 1]
+    env = {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0"}
+    run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST], env=env)
+
+    state = json.loads((output / STATE_FILE).read_text())
+    assert list(state["trainers"]) == [REFERENCE, HOST]  # the reference row is always added, first
+    assert all(entry["predicted"] and entry["evaluated"] for entry in state["trainers"].values())
+    assert state["settings"]["split"]["labeled"] == cases[:2]
+    folders = {t: output / "nnUNet_results" / dataset.dataset_name / f"{t}__{dataset.cpu_plans}__3d_fullres" /
+               "fold_0" for t in (REFERENCE, HOST, SCDL)}
+    for trainer in (REFERENCE, HOST):
+        checkpoint = load_checkpoint(folders[trainer])
+        assert checkpoint["current_epoch"] == 2
+        assert checkpoint["logging"]["epoch_end_timestamps"][-1] > checkpoint["logging"]["epoch_start_timestamps"][0]
+        log = "".join(p.read_text() for p in folders[trainer].glob("training_log_*.txt"))
+        assert "seed" in log and "[env SCDL_SEED]" in log and "Final validation skipped" in log
+        assert not (folders[trainer] / "validation").exists()
+    # only the labeled cases trained; the split's val cases were predicted and evaluated
+    assert sorted(p.name for p in (output / "predictions" / HOST).glob("*.nii.gz")) == \
+        [f"{c}.nii.gz" for c in cases[4:]]
+
+    report = json.loads((output / "benchmark.json").read_text())
+    labels = [int(label) for label in report["classes"]]
+    for trainer in (REFERENCE, HOST):
+        ours = report["trainers"][trainer]["summary"]["original"]["mean"]["dice"]
+        expected = independent_mean_dice(output / "predictions" / trainer, output / "inputs" / "labelsVal", labels)
+        assert abs(ours - expected) < 1e-6
+        assert report["trainers"][trainer]["training_seconds"] > 0
+    markdown = (output / "benchmark.md").read_text()
+    assert "| Supervised |" in markdown and "| MeanTeacher |" in markdown and "| reference |" in markdown
+    assert "no host trainer ran together with its SCDL variant" in markdown
+    assert (output / "benchmark_dice_per_class.png").is_file() and (output / "benchmark_dice_vs_time.png").is_file()
+
+    # resume a half-finished benchmark: the host as if interrupted after its first epoch, and SCDL added
+    reference_checkpoint = folders[REFERENCE] / "checkpoint_final.pth"
+    reference_mtime = os.path.getmtime(reference_checkpoint)
+    interrupt_after_first_epoch(folders[HOST])
+    state["trainers"].pop(HOST)
+    (output / STATE_FILE).write_text(json.dumps(state))
+    run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SCDL], env=env)
+    assert os.path.getmtime(reference_checkpoint) == reference_mtime  # not retrained
+    host_log = (output / "logs" / f"train_{HOST}.log").read_text()
+    assert "Epoch 1" in host_log and "Epoch 0\n" not in host_log  # continued from checkpoint_latest
+    assert load_checkpoint(folders[SCDL])["current_epoch"] == 2
+    report = json.loads((output / "benchmark.json").read_text())
+    assert list(report["trainers"]) == [REFERENCE, HOST, SCDL]
+    (effect,) = report["scdl_effect"]
+    assert effect["host"] == HOST and effect["scdl"] == SCDL
+    assert "| MeanTeacher |" in (output / "benchmark.md").read_text().split("What SCDL adds")[1]
+
+    # another budget in the same folder is refused, naming the setting and the original command
+    refused = run_console("nnUNetv2_scdl_benchmark", [a if a != 2 else 3 for a in base], env=env, check=False)
+    assert refused.returncode == 1
+    assert "other settings (epochs, iterations_per_epoch)" in refused.stdout and "resume it with" in refused.stdout
