@@ -34,13 +34,13 @@ from typing import Dict, List, Optional
 from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_command, dataset_id_of,
                                         exit_code_of, external_trainer_path, run_logged,
                                         source_checkout_pythonpath)
+from nnunetv2_scdl.cli.evaluate import OUTPUT_STEM
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, TrainerRecord,
                                                        check_comparable, has_paper_protocol, per_class_table,
                                                        plot_benchmark, scdl_effect, scdl_effect_table, summary_table)
 
 FOLD = "0"
 STATE_FILE = "benchmark_state.json"
-EVALUATION_STEM = "evaluation_scdl"
 # settings that must match to resume an output folder (the trainer list may grow)
 _RESUME_KEYS = ("dataset", "configuration", "plans", "split", "epochs", "iterations_per_epoch",
                 "val_iterations_per_epoch", "seed", "device", "tta", "paper_protocol", "scdl_environment")
@@ -281,7 +281,6 @@ def predict(trainer: str, dataset_name: str, args: argparse.Namespace, paths: Be
 
 def evaluate(trainer: str, dataset, split, args: argparse.Namespace, paths: BenchmarkPaths) -> dict:
     """Evaluate the trainer's predictions like ``nnUNetv2_scdl_evaluate``; write its three reports; return the JSON."""
-    from nnunetv2_scdl.cli.evaluate import OUTPUT_STEM
     from nnunetv2_scdl.evaluation import (EvaluationSettings, evaluate_folders, groups_from_labeled_files,
                                           labeled_label_files)
     from nnunetv2_scdl.evaluation.plot import plot_per_class
@@ -306,7 +305,7 @@ def records_in_order(state: dict, trainers: List[str], paths: BenchmarkPaths) ->
     records = []
     for trainer in trainers:
         entry = state["trainers"].get(trainer, {})
-        evaluation_file = paths.predictions(trainer) / f"{EVALUATION_STEM}.json"
+        evaluation_file = paths.predictions(trainer) / f"{OUTPUT_STEM}.json"
         if entry.get("evaluated") and evaluation_file.is_file():
             iterations = state["settings"]["epochs"] * state["settings"]["iterations_per_epoch"]
             records.append(TrainerRecord(trainer, json.loads(evaluation_file.read_text()),
