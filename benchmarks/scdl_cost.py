@@ -51,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--iters", type=int, default=5, help="timed repetitions per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--amp", action="store_true", help="fp16 autocast (CUDA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both networks first, as nnU-Net does for CUDA training by default "
+                             "(compilation takes minutes; the warm-up steps absorb it)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's). On a shared machine use 1 with --clock process")
     parser.add_argument("--clock", choices=("wall", "process"), default=None,
@@ -87,50 +90,61 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as nnU-Net does
-    torch.manual_seed(0)
-    host, strides, features = build_host(args)
-    scdl_net = SCDLUNet(copy.deepcopy(host), args.num_classes, args.patch, token_source=args.token_source,
-                        prior_mode=args.prior_mode, num_samples=args.num_samples,
-                        num_prior_samples=args.num_prior_samples, token_stride=args.token_stride,
-                        projection_in_autocast=args.projection_in_autocast)
-    host, scdl_net = host.to(device), scdl_net.to(device)
-    # the projections start at zero; give them values so that no shortcut is measured
-    with torch.no_grad():
-        for linear in scdl_net.scdl.prior_projections.maps:
-            linear.weight.normal_(0, 0.01)
+class Workload:
+    """The host U-Net and its SCDL-wrapped copy on one synthetic batch, with step functions for both.
 
-    x = torch.randn(args.batch, 1, *args.patch, device=device)
-    target = torch.randint(0, args.num_classes, (args.batch, 1, *args.patch), device=device)
-    with torch.no_grad():
-        host.eval()
-        ds_shapes = [o.shape[2:] for o in host(x)]
-    ds_targets = [F.interpolate(target.float(), size=s, mode="nearest")[:, 0].long() for s in ds_shapes]
-    n_labeled = max(1, args.batch // 2)
-    amp = torch.autocast(device.type, dtype=torch.float16, enabled=args.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp)
+    ``train_step(with_scdl)`` / ``infer_step(with_scdl)`` return closures that run one step of the respective
+    network; ``benchmarks/scdl_profile.py`` re-uses them.
+    """
 
-    def make_train_step(net, with_scdl, backward=True):
+    def __init__(self, args):
+        self.args = args
+        self.device = device = torch.device(args.device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as nnU-Net does
+        torch.manual_seed(0)
+        host, self.strides, self.features = build_host(args)
+        scdl_net = SCDLUNet(copy.deepcopy(host), args.num_classes, args.patch, token_source=args.token_source,
+                            prior_mode=args.prior_mode, num_samples=args.num_samples,
+                            num_prior_samples=args.num_prior_samples, token_stride=args.token_stride,
+                            projection_in_autocast=args.projection_in_autocast)
+        self.host, self.scdl_net = host.to(device), scdl_net.to(device)
+        # the projections start at zero; give them values so that no shortcut is measured
+        with torch.no_grad():
+            for linear in self.scdl_net.scdl.prior_projections.maps:
+                linear.weight.normal_(0, 0.01)
+        self.x = torch.randn(args.batch, 1, *args.patch, device=device)
+        self.target = torch.randint(0, args.num_classes, (args.batch, 1, *args.patch), device=device)
+        with torch.no_grad():
+            self.host.eval()
+            ds_shapes = [o.shape[2:] for o in self.host(self.x)]
+        self.ds_targets = [F.interpolate(self.target.float(), size=s, mode="nearest")[:, 0].long()
+                           for s in ds_shapes]
+        if args.compile:  # after the eager shape probe above, which would compile another graph
+            self.host, self.scdl_net = torch.compile(self.host), torch.compile(self.scdl_net)
+        self.n_labeled = max(1, args.batch // 2)
+        self.amp = torch.autocast(device.type, dtype=torch.float16, enabled=args.amp)
+
+    def network(self, with_scdl):
+        return self.scdl_net if with_scdl else self.host
+
+    def train_step(self, with_scdl, backward=True):
+        net = self.network(with_scdl)
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.99, nesterov=True)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.args.amp)
 
         def step():
             net.train()
             net.decoder.deep_supervision = True
             optimizer.zero_grad(set_to_none=True)
-            with amp:
+            with self.amp:
                 if with_scdl:
-                    outputs, aux = net(x, return_scdl=True)
+                    outputs, aux = net(self.x, return_scdl=True)
                 else:
-                    outputs = net(x)
-                loss = sum(F.cross_entropy(o, t) for o, t in zip(outputs, ds_targets))
+                    outputs = net(self.x)
+                loss = sum(F.cross_entropy(o, t) for o, t in zip(outputs, self.ds_targets))
             if with_scdl:
-                terms = net.scdl_loss_terms(aux, target, n_labeled)
+                terms = net.scdl_loss_terms(aux, self.target, self.n_labeled)
                 loss = loss + 0.1 * sum(terms.values())
             if not backward:
                 loss.item()  # what nnU-Net does with the loss; also the end of the timed region
@@ -140,13 +154,23 @@ def main(argv=None):
             scaler.update()
         return step
 
-    def make_infer_step(net):
+    def infer_step(self, with_scdl):
+        net = self.network(with_scdl)
+
         def step():
             net.eval()
             net.decoder.deep_supervision = False
-            with torch.no_grad(), amp:
-                net(x)
+            with torch.no_grad(), self.amp:
+                net(self.x)
         return step
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Workload(args)
+    device, host, scdl_net, strides, features = work.device, work.host, work.scdl_net, work.strides, work.features
 
     if args.clock is None:
         args.clock = "wall" if device.type == "cuda" else "process"
@@ -171,9 +195,9 @@ def main(argv=None):
         return (statistics.median(host_times), statistics.median(scdl_times), min(host_times), min(scdl_times))
 
     results = {
-        "train iteration": compare(make_train_step(host, False), make_train_step(scdl_net, True)),
-        "inference forward": compare(make_infer_step(host), make_infer_step(scdl_net)),
-        "(train fwd+loss)": compare(make_train_step(host, False, False), make_train_step(scdl_net, True, False)),
+        "train iteration": compare(work.train_step(False), work.train_step(True)),
+        "inference forward": compare(work.infer_step(False), work.infer_step(True)),
+        "(train fwd+loss)": compare(work.train_step(False, False), work.train_step(True, False)),
     }
     bounds = {"train iteration": "5%", "inference forward": "2%", "(train fwd+loss)": "-"}
 

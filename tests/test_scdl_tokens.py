@@ -108,6 +108,27 @@ def test_pool_to_grid_equals_avg_pool():
     torch.testing.assert_close(pool_to_grid(maps2d, (16, 16)), torch.nn.functional.avg_pool2d(maps2d, 16))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 pooling is CUDA-only (the fp16 one-hot is used on GPUs)")
+def test_fp16_one_hot_gives_the_same_proportions():
+    labels = prepare_labels(torch.randint(0, 4, (2, 8, 16, 16), device="cuda"), 3, ignore_label=3)
+    exact = class_proportions_per_token(class_one_hot(labels, 3), (4, 8, 8))
+    half = class_proportions_per_token(class_one_hot(labels, 3, torch.float16), (4, 8, 8))
+    assert half[0].dtype == torch.float32
+    assert torch.equal(half[0], exact[0]) and torch.equal(half[1], exact[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fp16 product with fp32 output is CUDA-only")
+def test_region_sums_of_fp16_features_on_gpu_match_fp32():
+    torch.manual_seed(0)
+    features = (torch.randn(2, 8, 16, 32, 32, device="cuda") * 4).half()
+    labels = torch.randint(0, 3, (2, 16, 32, 32), device="cuda")
+    sums, counts = class_region_sums(features, class_one_hot(labels, 3, torch.float16), chunk=4096)
+    expected, expected_counts = class_region_sums(features.float(), class_one_hot(labels, 3), chunk=4096)
+    assert sums.dtype == torch.float32
+    torch.testing.assert_close(sums, expected, atol=1e-2, rtol=1e-3)
+    assert torch.equal(counts, expected_counts)
+
+
 def test_chunked_region_sums_equal_masked_sums():
     torch.manual_seed(0)
     features = torch.randn(2, 5, 4, 8, 8)

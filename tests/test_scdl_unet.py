@@ -136,6 +136,83 @@ def test_eval_is_deterministic_with_live_priors(token_source):
     assert not torch.equal(net(x)[0], net(x)[0])  # training samples fresh noise (and dropout)
 
 
+def test_inference_reuses_parameter_derived_tensors_until_the_weights_change():
+    """Eval + no_grad caches μ̂, the proxy samples and the folded head weights; any in-place weight update (an
+    optimiser step, an EMA update, load_state_dict) must invalidate them."""
+    _, net = make_net(ANISO)
+    randomise_projections(net)
+    x = torch.randn(2, 1, *ANISO["patch"])
+    net.eval()
+    net.decoder.deep_supervision = False
+    with torch.no_grad():
+        first = net(x)
+        assert len(net.scdl.eval_cache._entries) == 2  # proxy geometry and the folded head
+        torch.testing.assert_close(net(x), first, atol=0, rtol=0)
+        for parameter in (net.scdl.class_proxies.mu, net.scdl.prior_projections.maps[-1].weight,
+                          net.decoder.seg_layers[-1].weight):
+            parameter.mul_(1.5)
+            updated = net(x)
+            net.scdl.eval_cache.clear()
+            torch.testing.assert_close(updated, net(x), atol=0, rtol=0)  # same as recomputed from scratch
+            assert not torch.equal(updated, first)
+            first = updated
+    net.train()  # training never reads the cache: the graph must reach the parameters
+    net.decoder.deep_supervision = True
+    outputs, aux = net(x, return_scdl=True)
+    (outputs[0].sum() + aux.scdl.mean_similarity.sum()).backward()
+    assert net.scdl.class_proxies.mu.grad is not None and net.scdl.prior_projections.maps[-1].weight.grad is not None
+
+
+def test_inference_skips_the_loss_inputs():
+    _, net = make_net(ANISO)
+    x = torch.randn(2, 1, *ANISO["patch"])
+    tokens = torch.randn(2, net.num_tokens, net.scdl.in_channels)
+    out = net.scdl(tokens, compute_losses=False)
+    assert out.mean_sample_similarity is None and out.priors is not None
+    with pytest.raises(ValueError, match="compute_losses=False"):
+        net.scdl.loss_terms(out, n_labeled=0)
+    _, aux = net(x, return_scdl=True)
+    assert aux.scdl.mean_sample_similarity is not None
+
+
+@pytest.mark.parametrize("token_source", ["decoder", "encoder"])
+def test_forward_traces_into_one_graph_for_torch_compile(token_source):
+    """nnU-Net compiles the network by default on GPUs. A graph break (e.g. a NumPy call on shapes, which dynamo
+    turns into a data-dependent tensor read) makes every deep-supervision head a separate recompilation, until
+    dynamo's recompile limit drops the network back to eager."""
+    _, net = make_net(ANISO, token_source=token_source)
+    x = torch.randn(2, 1, *ANISO["patch"])
+    net.train()
+    explanation = torch._dynamo.explain(lambda t: net(t, return_scdl=True))(x)
+    assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
+    net.eval()
+    net.decoder.deep_supervision = False
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(net)(x)
+    assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
+    torch._dynamo.reset()
+
+
+def test_compiled_forward_is_not_recompiled_on_the_next_call():
+    """Caches filled while tracing (interpolation matrices, the inference cache) must not fail dynamo's guards on the
+    next call. backend="eager": dynamo's tracing and guards without inductor's slow code generation."""
+    torch._dynamo.reset()
+    _, net = make_net(ANISO)
+    compiled = torch.compile(net, backend="eager")
+    x = torch.randn(2, 1, *ANISO["patch"])
+    net.train()
+    compiled(x, return_scdl=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled(x, return_scdl=True)
+    net.eval()
+    net.decoder.deep_supervision = False
+    with torch.no_grad():
+        compiled(x)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            compiled(x)
+    torch._dynamo.reset()
+
+
 def test_deep_supervision_switch_like_nnunet():
     _, net = make_net(ISO2D)
     x = torch.randn(1, 1, *ISO2D["patch"])

@@ -142,18 +142,28 @@ class SCDLUNet(nn.Module):
             prior_map = self._resize(prior_map, like.shape[2:])
         return prior_map.to(like.dtype)
 
-    def _add_prior_logits(self, logits: Tensor, priors: Tensor, stage: int, grid: Sequence[int]) -> Tensor:
-        """logits + head_s(resize(P_s·π)) without bias, with the head folded in: (W_head·P_s)·π on the token grid.
+    def _folded_prior_weights(self, stages: Sequence[int]) -> Tensor:
+        """[len(stages)·K, 3D], fp32: W_head_s·P_s for each stage s, stacked, so one GEMM gives every head's prior
+        logits. Cached between inference forwards (it depends only on weights)."""
+        heads = [self.decoder.seg_layers[s].weight for s in stages]
+        projections = [self.scdl.prior_projections.weight(self.prior_stages.index(s)) for s in stages]
+
+        def compute():
+            return torch.cat([h.reshape(h.shape[0], -1).float() @ p for h, p in zip(heads, projections)])
+
+        return self.scdl.eval_cache.get(f"folded_heads{tuple(stages)}", heads + projections, compute,
+                                        enabled=not self.training and not torch.is_grad_enabled())
+
+    def _add_prior_logits(self, logits: Tensor, prior_logits: Tensor, grid: Sequence[int]) -> Tensor:
+        """logits + resize(prior_logits) for one head; ``prior_logits`` [B, L, K] = π·(W_head·P_s)ᵀ on the token grid
+        (head(F + P_s·π) = head(F) + (W_head·P_s)·π, bias-free).
 
         The resize is separable; all axes but the last are resized on the small map, and the last one is fused with
         the addition into a single GEMM over the logits (addmm), so no full-resolution prior tensor is made.
         """
-        site = self.prior_stages.index(stage)
-        head = self.decoder.seg_layers[stage]
         size = logits.shape[2:]
-        with torch.autocast(device_type=priors.device.type, enabled=False):
-            folded = head.weight.reshape(head.weight.shape[0], -1).float() @ self.scdl.prior_projections.weight(site)
-            prior_map = tokens_to_map(priors @ folded.transpose(0, 1), grid)  # [B, K, *grid]
+        with torch.autocast(device_type=prior_logits.device.type, enabled=False):
+            prior_map = tokens_to_map(prior_logits, grid)  # [B, K, *grid]
             prior_map = resize_linear(prior_map, (*size[:-1], grid[-1]), self._interpolation_cache)
         if grid[-1] == size[-1]:
             return logits + prior_map.to(logits.dtype)
@@ -167,6 +177,9 @@ class SCDLUNet(nn.Module):
     def _interpolation_matrix(self, size_in: int, size_out: int, like: Tensor) -> Tensor:
         """Cached transpose of the 1-D linear interpolation matrix, [size_in, size_out], in like's dtype/device."""
         key = ("T", size_in, size_out, like.device, like.dtype)
+        if torch.compiler.is_compiling():  # see resize_linear: no cache while tracing
+            return linear_interpolation_matrix(size_in, size_out, like.device, torch.float32).transpose(0, 1).to(
+                like.dtype)
         if key not in self._interpolation_cache:
             self._interpolation_cache[key] = linear_interpolation_matrix(
                 size_in, size_out, like.device, torch.float32).transpose(0, 1).to(like.dtype).contiguous()
@@ -202,11 +215,16 @@ class SCDLUNet(nn.Module):
         decoder = self.decoder
         last = len(decoder.stages) - 1
         stages = range(len(decoder.stages)) if decoder.deep_supervision else (last,)
+        with_prior = [s for s in stages if s in self.prior_stages] if priors is not None else []
+        if with_prior:
+            with torch.autocast(device_type=priors.device.type, enabled=False):
+                prior_logits = priors @ self._folded_prior_weights(with_prior).transpose(0, 1)  # [B, L, n·K]
+            prior_logits = prior_logits.split(self.num_classes, dim=-1)
         outputs = []
         for s in stages:
             logits = decoder.seg_layers[s](features[s])
-            if priors is not None and s in self.prior_stages:
-                logits = self._add_prior_logits(logits, priors, s, grid)
+            if s in with_prior:
+                logits = self._add_prior_logits(logits, prior_logits[with_prior.index(s)], grid)
             outputs.append(logits)
         outputs = outputs[::-1]
         return outputs if decoder.deep_supervision else outputs[0]
@@ -227,7 +245,8 @@ class SCDLUNet(nn.Module):
         grid = token_grid_shape(full.shape[2:], self.token_strides)
         if not return_scdl and self.prior_mode == "none":
             return self._heads(features)
-        scdl_out = self.scdl(features_to_tokens(full, self.token_strides), compute_priors=bool(self.prior_stages))
+        scdl_out = self.scdl(features_to_tokens(full, self.token_strides), compute_priors=bool(self.prior_stages),
+                             compute_losses=return_scdl)
         outputs = self._heads(features, scdl_out.priors, grid)
         if not return_scdl:
             return outputs
@@ -247,7 +266,7 @@ class SCDLUNet(nn.Module):
             return self._heads(self._decode(skips))
         source = skips[self.token_stage]
         scdl_out = self.scdl(features_to_tokens(source, [1] * self.spatial_dims),
-                             compute_priors=bool(self.prior_stages))
+                             compute_priors=bool(self.prior_stages), compute_losses=return_scdl)
         outputs = self._heads(self._decode(skips, scdl_out.priors, grid))
         if not return_scdl:
             return outputs
@@ -294,14 +313,15 @@ class SCDLUNet(nn.Module):
         if n_labeled > 0:
             if target is None:
                 raise ValueError("target is required when n_labeled > 0.")
-            one_hot = class_one_hot(self._labels(target, n_labeled, False, "target", aux, ignore_label),
-                                    self.num_classes)
-            labeled_weights, labeled_valid = class_proportions_per_token(one_hot, aux.token_strides)
             region = aux.region_features[:n_labeled]
+            # fp16 on GPUs halves the traffic of this full-resolution map (its token fractions stay exact)
+            one_hot = class_one_hot(self._labels(target, n_labeled, False, "target", aux, ignore_label),
+                                    self.num_classes, torch.float16 if region.is_cuda else torch.float32)
+            labeled_weights, labeled_valid = class_proportions_per_token(one_hot, aux.token_strides)
             if tuple(region.shape[2:]) == aux.input_shape:  # decoder tokens: voxel-level class masks
                 sums, voxels = class_region_sums(region, one_hot)
             else:  # encoder tokens: features at token resolution, each token weighted by its class fractions
-                fractions = pool_to_grid(one_hot, aux.token_strides)[:, :-1].flatten(2)  # [n_l, C, L]
+                fractions = pool_to_grid(one_hot, aux.token_strides)[:, :-1].flatten(2).float()  # [n_l, C, L]
                 sums = fractions @ features_to_tokens(region, [1] * self.spatial_dims).float()
                 voxels = fractions.sum(dim=-1)
             present = voxels > 0

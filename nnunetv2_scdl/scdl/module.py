@@ -35,6 +35,7 @@ from nnunetv2_scdl.scdl.assignments import (P2E_SOFTMAX_CHOICES, as_class_distri
                                             joint_log_assignment, p2e_log_assignment)
 from nnunetv2_scdl.scdl.losses import (KL_REDUCTIONS, embedding_to_proxy_loss, proxy_distance_loss,
                                        proxy_to_embedding_loss, semantic_anchor_loss, symmetric_kl_loss)
+from nnunetv2_scdl.scdl.eval_cache import ParameterDerivedCache
 from nnunetv2_scdl.scdl.priors import (PriorProjections, centre_similarity_prior, distribution_weighted_prior,
                                        token_sampled_prior)
 from nnunetv2_scdl.scdl.projection import ProjectionMLP
@@ -52,7 +53,7 @@ class SCDLOutput:
     embeddings: Tensor  # z, [B, L, D]
     unit_embeddings: Tensor  # ẑ, [B, L, D]
     mean_similarity: Tensor  # G, [B, L, C]
-    mean_sample_similarity: Tensor  # Ā, [B, L, C]
+    mean_sample_similarity: Optional[Tensor]  # Ā, [B, L, C]; None when the forward skipped the losses' inputs
     log_e2p: Tensor  # log P_e2p, [B, L, C], normalised over C
     log_p2e: Tensor  # log P_p2e, [B, L, C], normalised over tokens (default) or over C
     log_joint: Tensor  # log Q, [B, L, C], normalised over C
@@ -124,6 +125,7 @@ class SCDL(nn.Module):
                                           eval_noise_seed=eval_noise_seed)
         self.sigma_emb = nn.Parameter(torch.full((embed_dim,), float(sigma_emb_init)))
         self.prior_projections = PriorProjections(3 * embed_dim, prior_channels)
+        self.eval_cache = ParameterDerivedCache()
 
     @property
     def prior_dim(self) -> int:
@@ -131,9 +133,26 @@ class SCDL(nn.Module):
         return 3 * self.embed_dim
 
     # ------------------------------------------------------------------------------------------------- forward
-    def forward(self, tokens: Tensor, compute_priors: bool = True) -> SCDLOutput:
+    def proxy_geometry(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """μ̂ [C, D], the mean unit sample mean_s p̂_{c,s} [C, D] and the unit samples r^dist uses [C, S_prior, D].
+
+        In eval mode without autograd they depend only on μ and ρ (the eval noise is fixed), so they are cached
+        until those change.
+        """
+        proxies = self.class_proxies
+
+        def compute():
+            unit_samples = F.normalize(proxies.sample(self.num_samples), dim=-1)  # p̂ [C, S, D]
+            return (F.normalize(proxies.mu, dim=-1), unit_samples.mean(dim=1),
+                    unit_samples[:, :self.num_prior_samples])
+
+        return self.eval_cache.get("proxy_geometry", (proxies.mu, proxies.rho), compute,
+                                   enabled=not self.training and not torch.is_grad_enabled())
+
+    def forward(self, tokens: Tensor, compute_priors: bool = True, compute_losses: bool = True) -> SCDLOutput:
         """``tokens``: [B, L, D_x] token features → ``SCDLOutput``. Runs in fp32 with autocast disabled.
 
+        ``compute_losses=False`` skips Ā (``mean_sample_similarity`` is then None), which only the losses read.
         In eval mode everything is deterministic: no dropout, fixed proxy noise, no token noise.
         """
         if tokens.dim() != 3 or tokens.shape[-1] != self.in_channels:
@@ -144,17 +163,15 @@ class SCDL(nn.Module):
             if not self.projection_in_autocast:
                 z = self.projection(tokens.float())
             unit_z = F.normalize(z, dim=-1)
-            unit_mu = F.normalize(self.class_proxies.mu, dim=-1)  # μ̂ [C, D]
-            unit_samples = F.normalize(self.class_proxies.sample(self.num_samples), dim=-1)  # p̂ [C, S, D]
+            unit_mu, mean_unit_sample, prior_samples = self.proxy_geometry()
             mean_similarity = unit_z @ unit_mu.transpose(0, 1)  # G
             # Ā = mean_s ⟨ẑ, p̂_s⟩ = ⟨ẑ, mean_s p̂_s⟩: O(L·C·D) whatever S is.
-            mean_sample_similarity = unit_z @ unit_samples.mean(dim=1).transpose(0, 1)
+            mean_sample_similarity = unit_z @ mean_unit_sample.transpose(0, 1) if compute_losses else None
             log_e2p = e2p_log_assignment(mean_similarity, self.tau_e2p)
             log_p2e = p2e_log_assignment(mean_similarity, self.tau_p2e, over=self.p2e_softmax)
             log_joint = joint_log_assignment(log_e2p, log_p2e)
             priors = None
             if compute_priors:
-                prior_samples = unit_samples[:, :self.num_prior_samples]  # [C, S_prior, D]
                 sample_similarity = (unit_z @ prior_samples.reshape(-1, self.embed_dim).transpose(0, 1)).view(
                     *unit_z.shape[:2], self.num_classes, self.num_prior_samples)
                 priors = torch.cat([
@@ -214,6 +231,9 @@ class SCDL(nn.Module):
             breakdown: detached diagnostics (the E2P/P2E/dist parts, token counts).
         """
         batch, num_tokens, num_classes = output.mean_similarity.shape
+        if output.mean_sample_similarity is None:
+            raise ValueError("this SCDLOutput was computed with compute_losses=False (no Ā); run the forward with "
+                             "compute_losses=True to compute the loss terms.")
         if not 0 <= n_labeled <= batch:
             raise ValueError(f"n_labeled must lie in [0, {batch}], got {n_labeled}.")
         zero = output.unit_embeddings.sum() * 0.0  # keeps every term attached to the graph

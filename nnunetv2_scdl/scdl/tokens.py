@@ -3,12 +3,15 @@
 A token covers a block of ``token_strides`` voxels (e.g. 8×8×8, or 4×8×8 on an anisotropic grid). Tokens are ordered
 by flattening the grid (D, H, W) row-major, and every [B, L, ·] tensor in SCDL uses that order.
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+_HAS_FP32_OUT_BMM = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 8)  # torch.bmm(out_dtype=)
 
 __all__ = ["token_strides_from_stage_strides", "token_grid_shape", "pool_to_grid", "features_to_tokens",
            "tokens_to_map", "linear_interpolation_matrix", "resize_linear", "prepare_labels", "class_one_hot",
@@ -74,8 +77,8 @@ def features_to_tokens(features: Tensor, pool_strides: Sequence[int]) -> Tensor:
 
 def tokens_to_map(tokens: Tensor, grid: Sequence[int]) -> Tensor:
     """Inverse of the flattening: [B, L, K] → [B, K, *grid]."""
-    if tokens.dim() != 3 or tokens.shape[1] != int(np.prod(grid)):
-        raise ValueError(f"tokens must be [B, L, K] with L = {int(np.prod(grid))} for grid {tuple(grid)}, got "
+    if tokens.dim() != 3 or tokens.shape[1] != math.prod(grid):
+        raise ValueError(f"tokens must be [B, L, K] with L = {math.prod(grid)} for grid {tuple(grid)}, got "
                          f"shape {tuple(tokens.shape)}.")
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
 
@@ -96,6 +99,8 @@ def resize_linear(maps: Tensor, size: Sequence[int], cache: Optional[dict] = Non
     and has a cheap backward. ``cache`` (a dict) keeps the interpolation matrices between calls."""
     if maps.dim() != len(size) + 2:
         raise ValueError(f"maps must be [B, K, *S] with {len(size)} spatial dims, got {tuple(maps.shape)}.")
+    if torch.compiler.is_compiling():
+        cache = None  # a dict filled while tracing fails dynamo's guards on the next call: one needless recompile
     for axis, size_out in enumerate(size):
         dim = axis + 2
         size_in = maps.shape[dim]
@@ -142,10 +147,11 @@ def prepare_labels(labels: Tensor, num_classes: int, ignore_label: Optional[int]
     return labels
 
 
-def class_one_hot(labels: Tensor, num_classes: int) -> Tensor:
-    """[B, *S] int64 labels from ``prepare_labels`` → fp32 one-hot [B, C + 1, *S]; channel C marks ignored voxels."""
-    one_hot = torch.zeros(labels.shape[0], num_classes + 1, *labels.shape[1:], device=labels.device,
-                          dtype=torch.float32)
+def class_one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[B, *S] int64 labels from ``prepare_labels`` → one-hot [B, C + 1, *S] (fp32 by default); channel C marks
+    ignored voxels. fp16 halves the memory traffic and is still exact for the token fractions k/N of power-of-two
+    token volumes N ≤ 2048 (``class_proportions_per_token``)."""
+    one_hot = torch.zeros(labels.shape[0], num_classes + 1, *labels.shape[1:], device=labels.device, dtype=dtype)
     return one_hot.scatter_(1, labels.unsqueeze(1), 1.0)
 
 
@@ -159,7 +165,7 @@ def class_proportions_per_token(one_hot: Tensor, token_strides: Sequence[int]) -
         proportions w [B, L, C] (rows sum to 1; rows of fully ignored tokens are 0) and valid [B, L] bool (the token
         has at least one non-ignored voxel).
     """
-    fractions = pool_to_grid(one_hot, token_strides).flatten(2).transpose(1, 2)[..., :-1]  # [B, L, C]
+    fractions = pool_to_grid(one_hot, token_strides).flatten(2).transpose(1, 2)[..., :-1].float()  # [B, L, C]
     labeled_fraction = fractions.sum(dim=-1, keepdim=True)
     proportions = fractions / labeled_fraction.clamp_min(1e-12)
     return proportions, labeled_fraction[..., 0] > 0
@@ -170,12 +176,13 @@ def class_region_sums(features: Tensor, one_hot: Tensor, chunk: int = 8192) -> T
 
     Args:
         features: [B, D_x, *S] (any float dtype; summed in fp32).
-        one_hot: [B, C + 1, *S] from ``class_one_hot`` at the same spatial size.
+        one_hot: [B, C + 1, *S] from ``class_one_hot`` at the same spatial size (any float dtype).
         chunk: voxels per partial product (see below).
     Returns:
-        sums [B, C, D_x] and voxel counts [B, C]. Computed as matrix products over chunks of ``chunk`` voxels whose
-        partial sums are then added: one product with a reduction length of millions of voxels parallelises badly on
-        GPUs, and a scatter onto C rows would serialise on atomics.
+        sums [B, C, D_x] and voxel counts [B, C], fp32. Computed as matrix products over chunks of ``chunk`` voxels
+        whose partial sums are then added: one product with a reduction length of millions of voxels parallelises
+        badly on GPUs, and a scatter onto C rows would serialise on atomics. fp16/bf16 features on a GPU are
+        multiplied in their own dtype with fp32 accumulation and output, so the feature map is never copied to fp32.
     """
     if features.shape[0] != one_hot.shape[0] or features.shape[2:] != one_hot.shape[2:]:
         raise ValueError(f"features [B, D_x, *S] and one_hot [B, C+1, *S] must agree, got {tuple(features.shape)} "
@@ -183,13 +190,16 @@ def class_region_sums(features: Tensor, one_hot: Tensor, chunk: int = 8192) -> T
     batch, channels = features.shape[:2]
     classes = one_hot.shape[1] - 1
     voxels = one_hot[0, 0].numel()
-    flat_one_hot = one_hot.flatten(2)  # [B, C + 1, V]
-    flat_features = features.flatten(2).float()  # [B, D_x, V]
+    low_precision = features.is_cuda and features.dtype in (torch.float16, torch.bfloat16) and _HAS_FP32_OUT_BMM
+    dtype = features.dtype if low_precision else torch.float32
+    flat_one_hot = one_hot.flatten(2).to(dtype)  # [B, C + 1, V]
+    flat_features = features.flatten(2).to(dtype)  # [B, D_x, V]
     if voxels % chunk:
         chunk = voxels  # a single product; nnU-Net patches are divisible by 8192 unless they are tiny
     n = voxels // chunk
     # [B·n, C+1, chunk] @ [B·n, chunk, D_x] as strided views, then the n partial sums are added
-    partial = flat_one_hot.unflatten(2, (n, chunk)).transpose(1, 2).reshape(batch * n, classes + 1, chunk) @ \
-        flat_features.unflatten(2, (n, chunk)).permute(0, 2, 3, 1).reshape(batch * n, chunk, channels)
+    left = flat_one_hot.unflatten(2, (n, chunk)).transpose(1, 2).reshape(batch * n, classes + 1, chunk)
+    right = flat_features.unflatten(2, (n, chunk)).permute(0, 2, 3, 1).reshape(batch * n, chunk, channels)
+    partial = torch.bmm(left, right, out_dtype=torch.float32) if low_precision else left @ right
     sums = partial.view(batch, n, classes + 1, channels).sum(dim=1)[:, :classes]
-    return sums, flat_one_hot[:, :classes].sum(dim=-1)
+    return sums, one_hot.flatten(2)[:, :classes].float().sum(dim=-1)
