@@ -96,7 +96,11 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     assert list(report["trainers"]) == [REFERENCE, HOST, SCDL]
     (effect,) = report["scdl_effect"]
     assert effect["host"] == HOST and effect["scdl"] == SCDL
-    assert "| MeanTeacher |" in (output / "benchmark.md").read_text().split("What SCDL adds")[1]
+    markdown = (output / "benchmark.md").read_text()
+    assert "| MeanTeacher |" in markdown.split("What SCDL adds")[1]
+    # both commands are named: the first alone would not reproduce the appended trainer
+    assert len(report["commands"]) == 2 and SCDL not in report["commands"][0] and SCDL in report["commands"][1]
+    assert all(f"`{c}`" in markdown for c in report["commands"])
 
     # another budget in the same folder is refused, naming the setting and the original command
     refused = run_console("nnUNetv2_scdl_benchmark", [a if a != 2 else 3 for a in base], env=env, check=False)

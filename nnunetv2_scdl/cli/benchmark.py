@@ -135,15 +135,20 @@ def benchmark_settings(args: argparse.Namespace, dataset_name: str, split) -> di
 
 
 def load_or_create_state(paths: BenchmarkPaths, settings: dict, command: str) -> dict:
+    """The folder's state, with ``command`` added to its commands; refuses other settings than the folder's."""
     state_file = paths.output / STATE_FILE
-    if state_file.is_file():
-        state = json.loads(state_file.read_text())
-        different = [k for k in _RESUME_KEYS if state["settings"].get(k) != settings.get(k)]
-        if different:
-            raise StepError(f"{paths.output} holds a benchmark with other settings ({', '.join(different)}); "
-                            f"resume it with its own command:\n  {state['command']}\nor choose a new -o folder.")
-        return state
-    return {"settings": settings, "command": command, "trainers": {}}
+    if not state_file.is_file():
+        return {"settings": settings, "commands": [command], "trainers": {}}
+    state = json.loads(state_file.read_text())
+    if "command" in state:  # written before the runner kept every command
+        state["commands"] = [state.pop("command")]
+    different = [k for k in _RESUME_KEYS if state["settings"].get(k) != settings.get(k)]
+    if different:
+        raise StepError(f"{paths.output} holds a benchmark with other settings ({', '.join(different)}); "
+                        f"resume it with its own command:\n  {state['commands'][-1]}\nor choose a new -o folder.")
+    if command not in state["commands"]:  # e.g. trainers appended: the report names every command that ran
+        state["commands"].append(command)
+    return state
 
 
 def save_state(paths: BenchmarkPaths, state: dict) -> None:
@@ -325,10 +330,12 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
     evaluation = records[0].evaluation
     tail_names = [evaluation["classes"][str(label)] for label in evaluation["class_groups"]["tail"]]
     plot_benchmark(records, paths.output / "benchmark_dice_per_class.png", paths.output / "benchmark_dice_vs_time.png")
+    commands = state["commands"]
     lines = [
         f"# Benchmark: {settings['dataset']}, {len(split['labeled'])} labeled cases",
         "",
-        f"- Command: `{state['command']}`",
+        f"- Command: `{commands[0]}`" if len(commands) == 1 else
+        "- Commands, in the order they ran in this folder:\n" + "\n".join(f"  - `{c}`" for c in commands),
         f"- Split: `{split['file']}`: {len(split['labeled'])} labeled, {len(split['unlabeled'])} unlabeled, "
         f"{len(split['val'])} validation cases (evaluated).",
         f"- Plans: `{settings['plans']}`, configuration `{settings['configuration']}`, fold {FOLD}.",
@@ -353,7 +360,7 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
               "![per-class Dice](benchmark_dice_per_class.png)", "", "![Dice vs time](benchmark_dice_vs_time.png)", ""]
     (paths.output / "benchmark.md").write_text("\n".join(lines), encoding="utf-8")
     (paths.output / "benchmark.json").write_text(json.dumps({
-        "settings": settings, "command": state["command"],
+        "settings": settings, "commands": commands,
         "trainers": {r.trainer: {"training_seconds": r.training_seconds, "iterations": r.iterations,
                                  "summary": r.evaluation["summary"]} for r in records},
         "class_groups": evaluation["class_groups"], "classes": evaluation["classes"],
