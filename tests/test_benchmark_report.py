@@ -4,7 +4,7 @@ import math
 import pytest
 
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, SCDL_PAIRS,
-                                                       TrainerRecord, check_comparable, per_class_table,
+                                                       TrainerRecord, check_comparable, colour_index, per_class_table,
                                                        plot_benchmark, scdl_effect, scdl_effect_table, short_name,
                                                        summary_table)
 
@@ -39,6 +39,16 @@ def test_trainer_lists():
     assert BENCHMARK_TRAINERS[0] == REFERENCE_TRAINER and len(BENCHMARK_TRAINERS) == 1 + 2 * len(SCDL_PAIRS)
     assert all(scdl.startswith("nnUNetTrainerSCDL_") for _, scdl in SCDL_PAIRS)
     assert short_name("nnUNetTrainerSCDL_GACPS") == "SCDL_GACPS"
+
+
+def test_plot_colours_pair_each_host_with_its_scdl_variant():
+    """tab20 holds a dark and a light shade per hue at indices 2h and 2h + 1."""
+    indices = [colour_index(t, i) for i, t in enumerate(BENCHMARK_TRAINERS + ("nnUNetTrainerOther",))]
+    assert len(set(indices)) == len(indices)  # every trainer its own colour
+    for host, scdl in SCDL_PAIRS:
+        assert colour_index(host, 0) // 2 == colour_index(scdl, 0) // 2  # same hue
+        assert colour_index(scdl, 0) % 2 == 0 and colour_index(host, 0) % 2 == 1  # SCDL dark, host light
+    assert colour_index(REFERENCE_TRAINER, 5) == 14
 
 
 def table_rows(table):

@@ -55,6 +55,19 @@ def short_name(trainer: str) -> str:
     return trainer[len("nnUNetTrainer"):] if trainer.startswith("nnUNetTrainer") and len(trainer) > 13 else trainer
 
 
+def colour_index(trainer: str, position: int) -> int:
+    """Index into matplotlib's ``tab20`` (pairs of a dark and a light shade of one hue): the reference is grey, each
+    host is the light shade of its pair's hue and its SCDL variant the dark one, so a pair reads as one colour.
+    Other trainers take the remaining hues by ``position`` (their place in the report)."""
+    if trainer == REFERENCE_TRAINER:
+        return 14  # grey
+    for hue, pair in enumerate(SCDL_PAIRS):
+        if trainer in pair:
+            return 2 * hue + (0 if trainer == pair[1] else 1)
+    spare = (10, 11, 12, 13, 16, 17, 18, 19, 15)  # brown, pink, olive, cyan shades, light grey
+    return spare[position % len(spare)]
+
+
 def _fmt(value: float, scale: float = 1.0, digits: int = 1, signed: bool = False) -> str:
     if value is None or math.isnan(value):
         return "n/a"
@@ -170,8 +183,8 @@ def scdl_effect_table(records: Sequence[TrainerRecord]) -> str:
 
 
 def plot_benchmark(records: Sequence[TrainerRecord], per_class_path: Path, time_path: Optional[Path] = None) -> None:
-    """Grouped bars of per-class Dice (one colour per trainer, tail classes marked) and, if ``time_path`` is given,
-    mean Dice against training time (one point per trainer)."""
+    """Grouped bars of per-class Dice (a host and its SCDL variant in two shades of one hue, tail classes marked)
+    and, if ``time_path`` is given, mean Dice against training time (one point per trainer)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -184,7 +197,7 @@ def plot_benchmark(records: Sequence[TrainerRecord], per_class_path: Path, time_
     for index, r in enumerate(records):
         values = np.nan_to_num([100 * r.class_dice(label) for label in labels], nan=0.0)
         axis.bar(positions - 0.4 + (index + 0.5) * width, values, width, label=short_name(r.trainer),
-                 color=colours(index % 20))
+                 color=colours(colour_index(r.trainer, index)))
     axis.set_xticks(positions)
     axis.set_xticklabels([names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels],
                          rotation=45, ha="right", fontsize=8)
@@ -199,7 +212,8 @@ def plot_benchmark(records: Sequence[TrainerRecord], per_class_path: Path, time_
         return
     figure, axis = plt.subplots(figsize=(6.5, 4.0))
     for index, r in enumerate(records):
-        axis.scatter(r.training_seconds / 60, 100 * r.metric("original", "mean", "dice"), color=colours(index % 20),
+        axis.scatter(r.training_seconds / 60, 100 * r.metric("original", "mean", "dice"),
+                     color=colours(colour_index(r.trainer, index)),
                      label=short_name(r.trainer), s=40)
     axis.set_xlabel("training time, minutes")
     axis.set_ylabel("mean Dice % (original grid)")
