@@ -176,13 +176,15 @@ class SCDLUNet(nn.Module):
 
     def _interpolation_matrix(self, size_in: int, size_out: int, like: Tensor) -> Tensor:
         """Cached transpose of the 1-D linear interpolation matrix, [size_in, size_out], in like's dtype/device."""
-        key = ("T", size_in, size_out, like.device, like.dtype)
-        if torch.compiler.is_compiling():  # see resize_linear: no cache while tracing
+        def build():
             return linear_interpolation_matrix(size_in, size_out, like.device, torch.float32).transpose(0, 1).to(
-                like.dtype)
+                like.dtype).contiguous()
+
+        if torch.compiler.is_compiling():  # see resize_linear: no cache while tracing
+            return build()
+        key = ("T", size_in, size_out, like.device, like.dtype)
         if key not in self._interpolation_cache:
-            self._interpolation_cache[key] = linear_interpolation_matrix(
-                size_in, size_out, like.device, torch.float32).transpose(0, 1).to(like.dtype).contiguous()
+            self._interpolation_cache[key] = build()
         return self._interpolation_cache[key]
 
     def _check_input(self, x: Tensor) -> Tuple[int, ...]:

@@ -202,4 +202,4 @@ def class_region_sums(features: Tensor, one_hot: Tensor, chunk: int = 8192) -> T
     right = flat_features.unflatten(2, (n, chunk)).permute(0, 2, 3, 1).reshape(batch * n, chunk, channels)
     partial = torch.bmm(left, right, out_dtype=torch.float32) if low_precision else left @ right
     sums = partial.view(batch, n, classes + 1, channels).sum(dim=1)[:, :classes]
-    return sums, one_hot.flatten(2)[:, :classes].float().sum(dim=-1)
+    return sums, one_hot.flatten(2)[:, :classes].sum(dim=-1, dtype=torch.float32)  # no fp32 copy of the map
