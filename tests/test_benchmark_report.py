@@ -3,10 +3,13 @@ import math
 
 import pytest
 
+import numpy as np
+
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, SCDL_PAIRS,
-                                                       TrainerRecord, check_comparable, colour_index, per_class_table,
-                                                       plot_benchmark, scdl_effect, scdl_effect_table, short_name,
-                                                       summary_table)
+                                                       TrainerRecord, _group_curve, check_comparable, colour_index,
+                                                       first_learned_epoch, learned_epoch_table, per_class_table,
+                                                       plot_benchmark, plot_learning_curves, scdl_effect,
+                                                       scdl_effect_table, short_name, summary_table)
 
 CLASSES = {"1": "liver", "2": "gland", "3": "kidney"}
 
@@ -103,3 +106,41 @@ def test_plots_are_written(records, tmp_path):
     plot_benchmark(records, tmp_path / "per_class.png", tmp_path / "time.png")
     for name in ("per_class.png", "time.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_first_learned_epoch():
+    # the blip at epoch 0 (an untrained network) is not learning; epoch 3 starts a run of three
+    assert first_learned_epoch(np.array([0.12, 0.0, 0.05, 0.1, 0.2, 0.3, 0.0])) == 3
+    assert first_learned_epoch(np.array([0.0, 0.2, np.nan, 0.3, 0.4])) == 1  # absent epochs neither count nor break
+    assert first_learned_epoch(np.array([0.0, 0.0, 0.2, 0.3])) == 2  # a run cut short by the end of training
+    assert first_learned_epoch(np.array([0.2, 0.0, 0.2, 0.0, np.nan])) is None
+    assert first_learned_epoch(np.array([0.2, 0.5, 0.6]), threshold=0.4, sustain=1) == 1
+
+
+def test_learned_epoch_table(records):
+    # epochs x (liver, gland, kidney); None: the class was absent from that epoch's validation patches
+    records[1].pseudo_dice = [[0.0, 0.0, 0.0], [0.2, None, 0.0], [0.5, 0.0, 0.12], [0.5, 0.0, 0.05]]
+    records[2].pseudo_dice = [[0.0, 0.3, 0.0], [0.4, 0.2, 0.1], [0.6, 0.5, 0.1], [0.6, 0.5, None]]
+    table = learned_epoch_table(records)
+    lines = table.splitlines()
+    assert lines[0] == "| trainer | liver | gland † | kidney | last epoch: mean pseudo Dice % |"
+    rows = table_rows(table)
+    assert "Supervised" not in rows  # no pseudo-Dice log: left out rather than guessed
+    assert rows["MeanTeacher"] == ["1", "never", "never", "18.3"]  # kidney: 0.12 once, then 0.05
+    assert rows["SCDL_MT"] == ["1", "0", "1", "55.0"]  # the last epoch's mean ignores the absent kidney
+    records[2].pseudo_dice = [[0.5, 0.5]]  # two classes for a three-class evaluation: not matched to labels
+    assert "SCDL_MT" not in table_rows(learned_epoch_table(records))
+    assert learned_epoch_table(records[:1]) == ""
+
+
+def test_group_curve_ignores_absent_classes():
+    curves = {1: np.array([0.2, np.nan, np.nan]), 3: np.array([0.4, 0.6, np.nan])}
+    np.testing.assert_allclose(_group_curve(curves, [1, 3]), [0.3, 0.6, np.nan])
+
+
+def test_learning_curve_plot(records, tmp_path):
+    assert not plot_learning_curves(records, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+    records[2].pseudo_dice = [[0.0, 0.1, 0.0], [0.3, 0.2, None]]
+    assert plot_learning_curves(records, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

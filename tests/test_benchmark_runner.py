@@ -1,5 +1,6 @@
 """``nnUNetv2_scdl_benchmark`` end to end on the phantom: train, predict, evaluate, report; resume; refuse changes."""
 import json
+import math
 import os
 
 import numpy as np
@@ -80,12 +81,19 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     assert "| Supervised |" in markdown and "| MeanTeacher |" in markdown and "| reference |" in markdown
     assert "no host trainer ran together with its SCDL variant" in markdown
     assert (output / "benchmark_dice_per_class.png").is_file() and (output / "benchmark_dice_vs_time.png").is_file()
+    # the learning curve comes from the checkpoint's log: one pseudo Dice per epoch and foreground class
+    reference_curve = state["trainers"][REFERENCE]["training"]["pseudo_dice"]
+    assert reference_curve == [[None if math.isnan(v) else round(float(v), 5) for v in epoch] for epoch in
+                               load_checkpoint(folders[REFERENCE])["logging"]["dice_per_class_or_region"]]
+    assert len(reference_curve) == 2 and all(len(epoch) == len(labels) for epoch in reference_curve)
+    assert "## When each class was learned" in markdown and (output / "benchmark_pseudo_dice.png").is_file()
 
     # resume a half-finished benchmark: the host as if interrupted after its first epoch, and SCDL added
     reference_checkpoint = folders[REFERENCE] / "checkpoint_final.pth"
     reference_mtime = os.path.getmtime(reference_checkpoint)
     interrupt_after_first_epoch(folders[HOST])
     state["trainers"].pop(HOST)
+    state["trainers"][REFERENCE]["training"].pop("pseudo_dice")  # as written by an older runner
     (output / STATE_FILE).write_text(json.dumps(state))
     run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SCDL], env=env)
     assert os.path.getmtime(reference_checkpoint) == reference_mtime  # not retrained
@@ -94,6 +102,8 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     assert load_checkpoint(folders[SCDL])["current_epoch"] == 2
     report = json.loads((output / "benchmark.json").read_text())
     assert list(report["trainers"]) == [REFERENCE, HOST, SCDL]
+    state = json.loads((output / STATE_FILE).read_text())
+    assert state["trainers"][REFERENCE]["training"]["pseudo_dice"] == reference_curve  # filled in from the checkpoint
     (effect,) = report["scdl_effect"]
     assert effect["host"] == HOST and effect["scdl"] == SCDL
     markdown = (output / "benchmark.md").read_text()

@@ -181,7 +181,6 @@ def test_benchmark_unlabeled_preprocessing_never_reads_labels(phantom_copy, monk
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
     dataset = phantom_copy()
-    labeled, val, unlabeled = dataset.labeled[:2], dataset.labeled[2:3], dataset.labeled[3:]
     # pure benchmark mode: no imagesUnlabeled folder
     for image in (dataset.raw_folder / "imagesUnlabeled").iterdir():
         image.unlink()

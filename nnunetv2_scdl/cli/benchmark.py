@@ -17,11 +17,12 @@ own ``<output>/nnUNet_results`` so that different benchmarks never share a model
 
 Before that it writes the split as ``splits_final.json``, runs ``nnUNetv2_preprocess`` if the plans' data are missing,
 and ``nnUNetv2_scdl_preprocess_unlabeled``. After each trainer it rewrites ``<output>/benchmark.md`` (tables),
-``benchmark.json`` (every number) and two plots. Run the same command again to resume: finished steps are skipped, a
+``benchmark.json`` (every number) and three plots (per-class Dice, Dice against time, pseudo Dice per epoch). Run the same command again to resume: finished steps are skipped, a
 half-trained model continues from its last checkpoint. Changing the settings of an existing output folder is refused.
 """
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -35,9 +36,11 @@ from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_co
                                         exit_code_of, external_trainer_path, run_logged,
                                         source_checkout_pythonpath)
 from nnunetv2_scdl.cli.evaluate import OUTPUT_STEM
-from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, TrainerRecord,
-                                                       check_comparable, has_paper_protocol, per_class_table,
-                                                       plot_benchmark, scdl_effect, scdl_effect_table, summary_table)
+from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, LEARNED_SUSTAIN, LEARNED_THRESHOLD,
+                                                       REFERENCE_TRAINER, TrainerRecord, check_comparable,
+                                                       has_paper_protocol, learned_epoch_table, per_class_table,
+                                                       plot_benchmark, plot_learning_curves, scdl_effect,
+                                                       scdl_effect_table, summary_table)
 
 FOLD = "0"
 STATE_FILE = "benchmark_state.json"
@@ -241,13 +244,17 @@ def fold_folder(paths: BenchmarkPaths, dataset_name: str, trainer: str, plans: s
     return paths.results / dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{FOLD}"
 
 
-def training_time(checkpoint_file: Path) -> Dict[str, float]:
-    """Summed epoch durations (nnU-Net's epoch timestamps; setup and validation export excluded) and epochs."""
+def training_summary(checkpoint_file: Path) -> dict:
+    """From the checkpoint's log: summed epoch durations (nnU-Net's epoch timestamps; setup and validation export
+    excluded), epochs, and the per-epoch pseudo Dice per foreground class (``None`` where NaN, for JSON)."""
     import torch
     checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     logging = checkpoint["logging"]
     starts, ends = logging["epoch_start_timestamps"], logging["epoch_end_timestamps"]
-    return {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends)}
+    pseudo_dice = [[None if math.isnan(float(v)) else round(float(v), 5) for v in epoch]
+                   for epoch in logging.get("dice_per_class_or_region", [])]
+    return {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends),
+            "pseudo_dice": pseudo_dice}
 
 
 def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
@@ -314,7 +321,8 @@ def records_in_order(state: dict, trainers: List[str], paths: BenchmarkPaths) ->
         if entry.get("evaluated") and evaluation_file.is_file():
             iterations = state["settings"]["epochs"] * state["settings"]["iterations_per_epoch"]
             records.append(TrainerRecord(trainer, json.loads(evaluation_file.read_text()),
-                                         entry["training"]["seconds"], iterations))
+                                         entry["training"]["seconds"], iterations,
+                                         entry["training"].get("pseudo_dice")))
     return records
 
 
@@ -330,6 +338,7 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
     evaluation = records[0].evaluation
     tail_names = [evaluation["classes"][str(label)] for label in evaluation["class_groups"]["tail"]]
     plot_benchmark(records, paths.output / "benchmark_dice_per_class.png", paths.output / "benchmark_dice_vs_time.png")
+    has_curves = plot_learning_curves(records, paths.output / "benchmark_pseudo_dice.png")
     commands = state["commands"]
     lines = [
         f"# Benchmark: {settings['dataset']}, {len(split['labeled'])} labeled cases",
@@ -358,6 +367,13 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
               f"{TAIL_MARK_NOTE}", "",
               "## What SCDL adds to each host", "", scdl_effect_table(records), "",
               "![per-class Dice](benchmark_dice_per_class.png)", "", "![Dice vs time](benchmark_dice_vs_time.png)", ""]
+    if has_curves:
+        lines += ["## When each class was learned", "",
+                  f"First epoch (from 0) from which the pseudo Dice stayed at or above {LEARNED_THRESHOLD:g} for "
+                  f"{LEARNED_SUSTAIN} epochs. Pseudo Dice is nnU-Net's per-epoch Dice on "
+                  f"{settings['val_iterations_per_epoch']} batches of validation patches, so it is noisy; it shows "
+                  f"when training left the \"everything is background\" plateau for each class.", "",
+                  learned_epoch_table(records), "", "![pseudo Dice per epoch](benchmark_pseudo_dice.png)", ""]
     (paths.output / "benchmark.md").write_text("\n".join(lines), encoding="utf-8")
     (paths.output / "benchmark.json").write_text(json.dumps({
         "settings": settings, "commands": commands,
@@ -402,9 +418,15 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                     entry.pop(step, None)
                 started = time.monotonic()
                 fold = train(trainer, dataset.name, args, paths, env, steps.write)
-                entry["training"] = training_time(fold / "checkpoint_final.pth")
+                entry["training"] = training_summary(fold / "checkpoint_final.pth")
                 entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
                 save_state(paths, state)
+            elif "pseudo_dice" not in entry["training"]:  # trained before the runner kept the learning curve
+                checkpoint = fold_folder(paths, dataset.name, trainer, args.plans, args.configuration) / \
+                    "checkpoint_final.pth"
+                if checkpoint.is_file():
+                    entry["training"]["pseudo_dice"] = training_summary(checkpoint)["pseudo_dice"]
+                    save_state(paths, state)
             steps.update()
             steps.set_description(f"{trainer}: predict")
             if not entry.get("predicted"):

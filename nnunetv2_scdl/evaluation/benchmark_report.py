@@ -7,7 +7,10 @@ Input: one :class:`TrainerRecord` per trainer, holding its evaluation as written
   against the supervised reference, and training time;
 - per-class Dice, tail classes marked with †, the best trainer per class in bold;
 - the effect of SCDL: each host trainer against its SCDL variant;
-- a plot of per-class Dice for every trainer and a plot of mean Dice against training time.
+- when each trainer learned each class: the first epoch from which its pseudo Dice (nnU-Net's per-epoch validation
+  Dice on patches) stayed above a threshold;
+- plots: per-class Dice for every trainer, mean Dice against training time, and the head- and tail-class pseudo Dice
+  per epoch (learning curves).
 """
 import math
 from dataclasses import dataclass
@@ -29,16 +32,33 @@ SCDL_PAIRS: Tuple[Tuple[str, str], ...] = (
 #: every trainer a full benchmark runs
 BENCHMARK_TRAINERS: Tuple[str, ...] = (REFERENCE_TRAINER,) + tuple(name for pair in SCDL_PAIRS for name in pair)
 TAIL_MARK = "†"
+#: a class counts as learned from the first epoch whose pseudo Dice reaches this value...
+LEARNED_THRESHOLD = 0.1
+#: ... and stays there for this many epochs
+LEARNED_SUSTAIN = 3
 
 
 @dataclass
 class TrainerRecord:
     """One benchmark row. ``evaluation``: the ``evaluation_scdl.json`` content. ``training_seconds``: summed epoch
-    durations from the checkpoint's log (setup and final validation excluded); ``iterations``: optimiser steps."""
+    durations from the checkpoint's log (setup and final validation excluded); ``iterations``: optimiser steps.
+    ``pseudo_dice``: nnU-Net's per-epoch pseudo Dice, [epochs][foreground classes in label order] (NaN where a class
+    was absent from the epoch's validation patches); ``None`` when unknown."""
     trainer: str
     evaluation: dict
     training_seconds: float
     iterations: int
+    pseudo_dice: Optional[List[List[float]]] = None
+
+    def pseudo_dice_by_label(self) -> Optional[Dict[int, np.ndarray]]:
+        """``{label: pseudo Dice per epoch}``; ``None`` if unknown or if its classes do not match the evaluation's."""
+        labels = sorted(int(label) for label in self.evaluation["classes"])
+        if not self.pseudo_dice:
+            return None
+        curves = np.asarray(self.pseudo_dice, dtype=float)
+        if curves.ndim != 2 or curves.shape[1] != len(labels):
+            return None
+        return {label: curves[:, index] for index, label in enumerate(labels)}
 
     def metric(self, protocol: str, key: str, metric: str) -> float:
         """``summary[protocol][key][metric]`` (key: mean, head, tail, case_mean_std); NaN when missing."""
@@ -180,6 +200,84 @@ def scdl_effect_table(records: Sequence[TrainerRecord]) -> str:
             _fmt(e["delta_tail"], 100, signed=True), f"{e['classes_better']} / {e['classes_worse']}",
             _fmt(e["time_ratio"], digits=2)]) + " |")
     return "\n".join(lines)
+
+
+def first_learned_epoch(curve: np.ndarray, threshold: float = LEARNED_THRESHOLD,
+                        sustain: int = LEARNED_SUSTAIN) -> Optional[int]:
+    """The first epoch (counted from 0) from which the pseudo Dice stays at or above ``threshold`` for ``sustain``
+    epochs with a value (fewer at the end of training); ``None`` if there is none. Epochs where the class was absent
+    (NaN) neither count nor break a run. Requiring a run skips the blips of an untrained network, whose scattered
+    foreground can score a Dice of about 0.1 on a class in the first epochs."""
+    epochs = np.flatnonzero(np.isfinite(curve))
+    reached = curve[epochs] >= threshold
+    for start in range(len(epochs)):
+        if reached[start:start + sustain].all():
+            return int(epochs[start])
+    return None
+
+
+def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEARNED_THRESHOLD) -> str:
+    """Per trainer and class: the epoch from which the pseudo Dice stayed ≥ ``threshold`` (:func:`first_learned_epoch`),
+    and the last epoch's mean pseudo Dice. Trainers without a pseudo-Dice log are left out; an empty string if none has one."""
+    labels, names, tail = _classes(records)
+    header = ["trainer"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
+    header += ["last epoch: mean pseudo Dice %"]
+    lines = []
+    for r in records:
+        curves = r.pseudo_dice_by_label()
+        if curves is None:
+            continue
+        cells = [short_name(r.trainer)]
+        for label in labels:
+            epoch = first_learned_epoch(curves[label], threshold)
+            cells.append("never" if epoch is None else str(epoch))
+        last = np.array([curves[label][-1] for label in labels])
+        cells.append(_fmt(float(np.nanmean(last)) if np.isfinite(last).any() else float("nan"), 100))
+        lines.append("| " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return "\n".join(["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)] + lines)
+
+
+def _group_curve(curves: Dict[int, np.ndarray], labels: Sequence[int]) -> np.ndarray:
+    """Mean pseudo Dice over ``labels`` per epoch, ignoring classes absent from an epoch's patches."""
+    stacked = np.stack([curves[label] for label in labels])
+    counts = np.isfinite(stacked).sum(axis=0)
+    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def plot_learning_curves(records: Sequence[TrainerRecord], path: Path) -> bool:
+    """Pseudo Dice per epoch of the head classes (left) and the tail classes (right), one line per trainer. Returns
+    False (and writes nothing) when no record has a pseudo-Dice log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, _, tail = _classes(records)
+    groups = [("head classes", [label for label in labels if label not in tail]),
+              (f"tail classes {TAIL_MARK}", [label for label in labels if label in tail])]
+    groups = [(title, members) for title, members in groups if members]
+    curves = [(index, r, r.pseudo_dice_by_label()) for index, r in enumerate(records)]
+    curves = [(index, r, c) for index, r, c in curves if c is not None]
+    if not curves:
+        return False
+    colours = plt.get_cmap("tab20")
+    figure, axes = plt.subplots(1, len(groups), figsize=(5.0 * len(groups) + 1.5, 3.8), sharey=True, squeeze=False)
+    for axis, (title, members) in zip(axes[0], groups):
+        for index, r, c in curves:
+            values = _group_curve(c, members)
+            axis.plot(np.arange(len(values)), 100 * values, color=colours(colour_index(r.trainer, index)),
+                      label=short_name(r.trainer), linewidth=1.4)
+        axis.axhline(100 * LEARNED_THRESHOLD, color="black", linewidth=0.6, linestyle=":")
+        axis.set_title(f"{title}: mean pseudo Dice per epoch", fontsize=10)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("pseudo Dice % (validation patches)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
 
 
 def plot_benchmark(records: Sequence[TrainerRecord], per_class_path: Path, time_path: Optional[Path] = None) -> None:
