@@ -83,6 +83,34 @@ def test_two_steps_give_finite_terms_and_the_documented_total(co_dataset, monkey
     trainer.on_train_end()
 
 
+class CompiledStandIn(torch.nn.Module):
+    """Stands in for torch.compile's wrapper (the plain module is ``_orig_mod``) and counts the calls through it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self._orig_mod = module
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self._orig_mod(*args, **kwargs)
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS], ids=lambda c: c.__name__)
+def test_training_forward_goes_through_the_compiled_module(co_dataset, monkeypatch, trainer_class):
+    """nnU-Net compiles ``self.network`` on GPUs; a step that called the inner nets directly would run eagerly (the
+    SCDL variants once did, while their hosts were compiled)."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(co_dataset, trainer_class)
+    trainer.network = CompiledStandIn(trainer.network)
+    try:
+        trainer.train_step(next(trainer.dataloader_train))
+        assert trainer.network.calls == 1
+    finally:
+        trainer.network = trainer.network._orig_mod
+        trainer.on_train_end()
+
+
 def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_copy, run_console, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     dataset = phantom_copy()

@@ -185,6 +185,8 @@ def test_constructor_and_mode_validation():
     dual = DualNetwork(net, _builder(2)())
     with pytest.raises(ValueError, match="mode"):
         dual(_input(2), mode="ensemble")
+    with pytest.raises(ValueError, match="return_scdl=True needs mode='both'"):
+        dual(_input(2), return_scdl=True)
     no_decoder = DualNetwork(nn.Conv2d(1, 3, 1), nn.Conv2d(1, 3, 1))
     with pytest.raises(RuntimeError, match="decoder.deep_supervision"):
         no_decoder.decoder.deep_supervision = False

@@ -92,6 +92,8 @@ class DualNetwork(nn.Module):
             deep supervision a list averaged per scale.
         mode='both': the tuple (A(x), B(x)); the training path for co-training. Going through ``forward`` (rather
             than calling ``net_a`` directly) keeps DDP's gradient hooks and torch.compile in the loop.
+        mode='both', return_scdl=True: ((A_outputs, A_aux), (B_outputs, B_aux)) of two ``SCDLUNet`` s, for the SCDL
+            co-training variants (same reason: the training forward stays inside the compiled module).
         mode='a' / 'b': one network only. Under DDP this leaves the other net's parameters unused, which needs
             ``find_unused_parameters=True``; prefer 'both'.
 
@@ -142,7 +144,11 @@ class DualNetwork(nn.Module):
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         self.decoder.deep_supervision = enabled
 
-    def forward(self, x: torch.Tensor, mode: str = "average"):
+    def forward(self, x: torch.Tensor, mode: str = "average", return_scdl: bool = False):
+        if return_scdl:  # SCDL co-training: each net returns (outputs, SCDLAux)
+            if mode != "both":
+                raise ValueError(f"DualNetwork.forward: return_scdl=True needs mode='both', got {mode!r}.")
+            return self.net_a(x, return_scdl=True), self.net_b(x, return_scdl=True)
         if mode == "average":
             return average_network_outputs(self.net_a(x), self.net_b(x))
         if mode == "both":

@@ -32,9 +32,8 @@ class CoTrainingSCDLAddon(SCDLAddon):
                         token_source=cls.scdl_token_source, prior_mode=cls.scdl_prior_mode)
 
     def forward_student(self, inputs):
-        dual = unwrap_network(self.network)
-        outputs_a, aux_a = dual.net_a(inputs, return_scdl=True)
-        outputs_b, aux_b = dual.net_b(inputs, return_scdl=True)
+        # through self.network, as the host does, so that nnU-Net's torch.compile covers the training forward
+        (outputs_a, aux_a), (outputs_b, aux_b) = self.network(inputs, mode="both", return_scdl=True)
         return (outputs_a, outputs_b), (aux_a, aux_b)
 
     def auxiliary_loss(self, aux, target, n_labeled: int):
