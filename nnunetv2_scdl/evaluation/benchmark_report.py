@@ -217,8 +217,9 @@ def first_learned_epoch(curve: np.ndarray, threshold: float = LEARNED_THRESHOLD,
 
 
 def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEARNED_THRESHOLD) -> str:
-    """Per trainer and class: the epoch from which the pseudo Dice stayed ≥ ``threshold`` (:func:`first_learned_epoch`),
-    and the last epoch's mean pseudo Dice. Trainers without a pseudo-Dice log are left out; an empty string if none has one."""
+    """Per trainer and class: the epoch from which the pseudo Dice stayed ≥ ``threshold``
+    (:func:`first_learned_epoch`), and the last epoch's mean pseudo Dice. Trainers without a pseudo-Dice log are left
+    out; an empty string if none has one."""
     labels, names, tail = _classes(records)
     header = ["trainer"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
     header += ["last epoch: mean pseudo Dice %"]
