@@ -17,8 +17,9 @@ own ``<output>/nnUNet_results`` so that different benchmarks never share a model
 
 Before that it writes the split as ``splits_final.json``, runs ``nnUNetv2_preprocess`` if the plans' data are missing,
 and ``nnUNetv2_scdl_preprocess_unlabeled``. After each trainer it rewrites ``<output>/benchmark.md`` (tables),
-``benchmark.json`` (every number) and three plots (per-class Dice, Dice against time, pseudo Dice per epoch). Run the same command again to resume: finished steps are skipped, a
-half-trained model continues from its last checkpoint. Changing the settings of an existing output folder is refused.
+``benchmark.json`` (every number) and three plots (per-class Dice, Dice against time, pseudo Dice per epoch). Run the
+same command again to resume: finished steps are skipped, a half-trained model continues from its last checkpoint.
+Changing the settings of an existing output folder is refused.
 """
 import argparse
 import json
