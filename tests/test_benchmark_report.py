@@ -83,6 +83,17 @@ def test_per_class_table_marks_tail_and_best(records):
     assert lines[2].split("|")[4].strip() == "**70.0**" and teacher[4].strip() == "**70.0**"
 
 
+def test_per_class_table_bolds_printed_ties_and_never_zero(records):
+    records[1].evaluation["summary"]["original"]["per_class"]["1"]["dice"] = 0.92004  # prints as 92.0
+    records[0].evaluation["summary"]["original"]["per_class"]["2"]["dice"] = 0.0
+    for r in records:
+        r.evaluation["summary"]["original"]["per_class"]["3"]["dice"] = 0.0  # no trainer found the kidney
+    rows = table_rows(per_class_table(records))
+    assert rows["MeanTeacher"][0] == "**92.0**" and rows["SCDL_MT"][0] == "**92.0**"
+    assert [row[2] for row in rows.values()] == ["0.0", "0.0", "0.0"]
+    assert rows["Supervised"][1] == "0.0" and rows["SCDL_MT"][1] == "**35.0**"
+
+
 def test_scdl_effect(records):
     (effect,) = scdl_effect(records)
     assert effect["host"] == "nnUNetTrainerMeanTeacher"

@@ -144,21 +144,22 @@ def summary_table(records: Sequence[TrainerRecord]) -> str:
 
 
 def per_class_table(records: Sequence[TrainerRecord]) -> str:
-    """Dice % per class (rows: trainers); tail classes marked, the best value of each class in bold."""
+    """Dice % per class (rows: trainers); tail classes marked, the best value of each class in bold. Best is judged on
+    the printed (rounded) values, so equal-looking cells are bold alike; a class that no trainer found (best 0.0) has
+    no bold cell."""
     labels, names, tail = _classes(records)
     header = ["trainer"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(labels)]
+    printed = {(r.trainer, label): _fmt(r.class_dice(label), 100) for r in records for label in labels}
     best = {}
     for label in labels:
-        values = [r.class_dice(label) for r in records]
-        finite = [v for v in values if not math.isnan(v)]
-        best[label] = max(finite) if finite else None
+        finite = [float(printed[r.trainer, label]) for r in records if printed[r.trainer, label] != "n/a"]
+        best[label] = max(finite) if finite and max(finite) > 0 and len(records) > 1 else None
     for r in records:
         cells = [short_name(r.trainer)]
         for label in labels:
-            value = r.class_dice(label)
-            text = _fmt(value, 100)
-            cells.append(f"**{text}**" if best[label] is not None and value == best[label] and len(records) > 1
+            text = printed[r.trainer, label]
+            cells.append(f"**{text}**" if best[label] is not None and text != "n/a" and float(text) == best[label]
                          else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
