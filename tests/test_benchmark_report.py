@@ -123,7 +123,8 @@ def test_first_learned_epoch():
     # the blip at epoch 0 (an untrained network) is not learning; epoch 3 starts a run of three
     assert first_learned_epoch(np.array([0.12, 0.0, 0.05, 0.1, 0.2, 0.3, 0.0])) == 3
     assert first_learned_epoch(np.array([0.0, 0.2, np.nan, 0.3, 0.4])) == 1  # absent epochs neither count nor break
-    assert first_learned_epoch(np.array([0.0, 0.0, 0.2, 0.3])) == 2  # a run cut short by the end of training
+    assert first_learned_epoch(np.array([0.0, 0.0, 0.2, 0.3])) is None  # a run cut short by the end of training
+    assert first_learned_epoch(np.array([0.0, 0.2, 0.3, 0.4])) == 1  # ... but one that ends with it counts
     assert first_learned_epoch(np.array([0.2, 0.0, 0.2, 0.0, np.nan])) is None
     assert first_learned_epoch(np.array([0.2, 0.5, 0.6]), threshold=0.4, sustain=1) == 1
 
@@ -131,14 +132,14 @@ def test_first_learned_epoch():
 def test_learned_epoch_table(records):
     # epochs x (liver, gland, kidney); None: the class was absent from that epoch's validation patches
     records[1].pseudo_dice = [[0.0, 0.0, 0.0], [0.2, None, 0.0], [0.5, 0.0, 0.12], [0.5, 0.0, 0.05]]
-    records[2].pseudo_dice = [[0.0, 0.3, 0.0], [0.4, 0.2, 0.1], [0.6, 0.5, 0.1], [0.6, 0.5, None]]
+    records[2].pseudo_dice = [[0.0, 0.3, 0.0], [0.4, 0.2, 0.1], [0.6, 0.5, 0.1], [0.6, 0.5, 0.2], [0.7, 0.5, None]]
     table = learned_epoch_table(records)
     lines = table.splitlines()
     assert lines[0] == "| trainer | liver | gland † | kidney | last epoch: mean pseudo Dice % |"
     rows = table_rows(table)
     assert "Supervised" not in rows  # no pseudo-Dice log: left out rather than guessed
     assert rows["MeanTeacher"] == ["1", "never", "never", "18.3"]  # kidney: 0.12 once, then 0.05
-    assert rows["SCDL_MT"] == ["1", "0", "1", "55.0"]  # the last epoch's mean ignores the absent kidney
+    assert rows["SCDL_MT"] == ["1", "0", "1", "60.0"]  # the last epoch's mean ignores the absent kidney
     records[2].pseudo_dice = [[0.5, 0.5]]  # two classes for a three-class evaluation: not matched to labels
     assert "SCDL_MT" not in table_rows(learned_epoch_table(records))
     assert learned_epoch_table(records[:1]) == ""

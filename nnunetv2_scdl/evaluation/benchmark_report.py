@@ -206,12 +206,12 @@ def scdl_effect_table(records: Sequence[TrainerRecord]) -> str:
 def first_learned_epoch(curve: np.ndarray, threshold: float = LEARNED_THRESHOLD,
                         sustain: int = LEARNED_SUSTAIN) -> Optional[int]:
     """The first epoch (counted from 0) from which the pseudo Dice stays at or above ``threshold`` for ``sustain``
-    epochs with a value (fewer at the end of training); ``None`` if there is none. Epochs where the class was absent
-    (NaN) neither count nor break a run. Requiring a run skips the blips of an untrained network, whose scattered
-    foreground can score a Dice of about 0.1 on a class in the first epochs."""
+    epochs with a value; ``None`` if there is none. Epochs where the class was absent (NaN) neither count nor break a
+    run. Requiring a run skips the blips of an untrained network, whose scattered foreground can score a Dice of about
+    0.1 on a class in the first epochs; a run cut short by the end of training does not count either."""
     epochs = np.flatnonzero(np.isfinite(curve))
     reached = curve[epochs] >= threshold
-    for start in range(len(epochs)):
+    for start in range(len(epochs) - sustain + 1):
         if reached[start:start + sustain].all():
             return int(epochs[start])
     return None
