@@ -87,6 +87,7 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
                                load_checkpoint(folders[REFERENCE])["logging"]["dice_per_class_or_region"]]
     assert len(reference_curve) == 2 and all(len(epoch) == len(labels) for epoch in reference_curve)
     assert "## When each class was learned" in markdown and (output / "benchmark_pseudo_dice.png").is_file()
+    assert report["trainers"][REFERENCE]["pseudo_dice_per_epoch"] == reference_curve
 
     # resume a half-finished benchmark: the host as if interrupted after its first epoch, and SCDL added
     reference_checkpoint = folders[REFERENCE] / "checkpoint_final.pth"

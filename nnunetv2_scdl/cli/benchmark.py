@@ -379,7 +379,8 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
     (paths.output / "benchmark.json").write_text(json.dumps({
         "settings": settings, "commands": commands,
         "trainers": {r.trainer: {"training_seconds": r.training_seconds, "iterations": r.iterations,
-                                 "summary": r.evaluation["summary"]} for r in records},
+                                 "pseudo_dice_per_epoch": r.pseudo_dice, "summary": r.evaluation["summary"]}
+                     for r in records},
         "class_groups": evaluation["class_groups"], "classes": evaluation["classes"],
         "scdl_effect": scdl_effect(records)}, indent=1))
     return paths.output / "benchmark.md"
