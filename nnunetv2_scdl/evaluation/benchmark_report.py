@@ -150,17 +150,14 @@ def per_class_table(records: Sequence[TrainerRecord]) -> str:
     labels, names, tail = _classes(records)
     header = ["trainer"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(labels)]
-    printed = {(r.trainer, label): _fmt(r.class_dice(label), 100) for r in records for label in labels}
-    best = {}
-    for label in labels:
-        finite = [float(printed[r.trainer, label]) for r in records if printed[r.trainer, label] != "n/a"]
-        best[label] = max(finite) if finite and max(finite) > 0 and len(records) > 1 else None
+    shown = {(r.trainer, label): round(100 * r.class_dice(label), 1) for r in records for label in labels}  # NaN stays
+    best = {label: max((shown[r.trainer, label] for r in records if not math.isnan(shown[r.trainer, label])),
+                       default=0.0) for label in labels}
     for r in records:
         cells = [short_name(r.trainer)]
         for label in labels:
-            text = printed[r.trainer, label]
-            cells.append(f"**{text}**" if best[label] is not None and text != "n/a" and float(text) == best[label]
-                         else text)
+            value, text = shown[r.trainer, label], _fmt(shown[r.trainer, label])
+            cells.append(f"**{text}**" if len(records) > 1 and best[label] > 0 and value == best[label] else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -233,8 +230,7 @@ def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEA
         for label in labels:
             epoch = first_learned_epoch(curves[label], threshold)
             cells.append("never" if epoch is None else str(epoch))
-        last = np.array([curves[label][-1] for label in labels])
-        cells.append(_fmt(float(np.nanmean(last)) if np.isfinite(last).any() else float("nan"), 100))
+        cells.append(_fmt(float(_group_curve(curves, labels)[-1]), 100))
         lines.append("| " + " | ".join(cells) + " |")
     if not lines:
         return ""
