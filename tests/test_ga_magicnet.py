@@ -8,9 +8,10 @@ from conftest import (assert_checkpoint_restores_teacher_and_student, copy_with_
                       end_epoch_and_check_logged_terms, fold_folder, load_checkpoint, make_trainer,
                       predict_test_cases, started_trainer, training_env)
 
+from nnunetv2_scdl.networks.magic_cube_network import MagicCubeNetwork
 from nnunetv2_scdl.networks.magic_cubes import partition_cubes
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
-from nnunetv2_scdl.training.ga_magicnet import (MagicCubeNetwork, blend_distribution, nnUNetTrainerGAMagicNet,
+from nnunetv2_scdl.training.ga_magicnet import (blend_distribution, nnUNetTrainerGAMagicNet,
                                                 nnUNetTrainerGAMagicNet_5epochs, nnUNetTrainerGAMagicNet_paper,
                                                 nnUNetTrainerSCDL_GAMagicNet, nnUNetTrainerSCDL_GAMagicNet_1epoch,
                                                 nnUNetTrainerSCDL_GAMagicNet_paper)

@@ -8,9 +8,9 @@ from conftest import (copy_with_unlabeled_data, end_epoch_and_check_logged_terms
                       make_trainer, predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
+from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
-from nnunetv2_scdl.training.generic_ssl import (DifficultyWeights, GenericSSLSCDLNet, gaussian_smooth,
-                                                nnUNetTrainerGenericSSL, nnUNetTrainerGenericSSL_5epochs,
+from nnunetv2_scdl.training.generic_ssl import (gaussian_smooth, nnUNetTrainerGenericSSL, nnUNetTrainerGenericSSL_5epochs,
                                                 nnUNetTrainerSCDL_GenericSSL, nnUNetTrainerSCDL_GenericSSL_10epochs)
 
 CPU_DDIM_STEPS = "2"  # DDIM steps on CPU (the method uses 10; the sampler itself is tested in test_diffusion.py)
@@ -21,17 +21,6 @@ def gssl_dataset(planned_phantom):
     """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
     with copy_with_unlabeled_data(planned_phantom) as dataset:
         yield dataset
-
-
-def test_difficulty_weights_are_diffdw_without_max_normalisation():
-    weights = DifficultyWeights(3, momentum=0.5)
-    assert torch.equal(weights.weights, torch.full((3,), 3.0, dtype=torch.float64))
-    weights.update_from_dice(torch.tensor([0.9, 0.5, 0.2]))
-    w = weights.update_from_dice(torch.tensor([0.8, 0.6, 0.2]))
-    state = weights.state_dict()
-    difficulty = ((state["unlearn"] + 1e-8) / (state["learn"] + 1e-8)) ** 0.2
-    assert torch.allclose(w, 3 * difficulty * state["dice_weight"])
-    assert w.max() != pytest.approx(3.0)  # DiffDW would scale the largest weight to C
 
 
 def test_gaussian_smooth_keeps_probabilities_and_constants():

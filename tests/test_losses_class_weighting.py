@@ -167,6 +167,22 @@ def test_diff_dw_two_step_sequence_by_hand():
     assert expected_w2[0] == pytest.approx(3.0) and expected_w2[1] < expected_w2[2] < expected_w2[0]
 
 
+def test_diff_dw_without_max_normalisation_is_generic_ssl_difficulty():
+    # GenericSSL's "Difficulty" weights (spec §5): w = C·diff⊙dw
+    weights = DiffDW(3, momentum=0.5, normalise_by_max=False)
+    assert torch.equal(weights.weights, torch.full((3,), 3.0, dtype=torch.float64))
+    weights.update_from_dice(torch.tensor([0.9, 0.5, 0.2]))
+    w = weights.update_from_dice(torch.tensor([0.8, 0.6, 0.2]))
+    state = weights.state_dict()
+    difficulty = ((state["unlearn"] + 1e-8) / (state["learn"] + 1e-8)) ** 0.2
+    assert torch.allclose(w, 3 * difficulty * state["dice_weight"])
+    assert w.max() != pytest.approx(3.0)  # the default would scale the largest weight to C
+    normalised = DiffDW(3, momentum=0.5)
+    normalised.load_state_dict(state)  # the setting is not state: same statistics, DHC's normalisation on update
+    assert torch.allclose(normalised.update_from_dice(torch.tensor([0.8, 0.6, 0.2])).max(),
+                          torch.tensor(3.0, dtype=torch.float64))
+
+
 def test_diff_dw_rejects_non_positive_dice():
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         DiffDW(2).update_from_dice(torch.tensor([0.0, 0.5]))

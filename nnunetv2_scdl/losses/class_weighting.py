@@ -168,7 +168,7 @@ class DiffDW:
         unlearn_c ← m·unlearn_c + (1−m)·(Δ_c·log(d_c/d_prev,c) if Δ_c <= 0 else 0)
         diff_c = ((unlearn_c + 1e-8) / (learn_c + 1e-8))^(1/5)
         dw_c   ← m·dw_c + (1−m)·(1 − d_c)
-        w_c    = C · diff_c·dw_c / max_c(diff_c·dw_c)
+        w_c    = C · diff_c·dw_c / max_c(diff_c·dw_c)     (``normalise_by_max=False``: w_c = C · diff_c·dw_c)
         d_prev ← d
     with m = momentum = 49/50. Both Δ·log factors are >= 0: a class whose Dice keeps dropping ("unlearned") or stays
     low gets a high weight. Initial state: w = C·1, d_prev = 1e-8, learn = unlearn = 0, dw = 1.
@@ -178,10 +178,12 @@ class DiffDW:
         momentum: m of the learn/unlearn/dw EMAs (the reference's 49/50 for all three).
         exponent: the 1/5 of diff_c.
         epsilon: the 1e-8 in diff_c, in the hard Dice's smoothing (``update_from_labels``) and the initial d_prev.
+        normalise_by_max: divide by max_c(diff_c·dw_c) (DHC). GenericSSL's "Difficulty" weights skip it (spec §5).
+            A setting, not state: ``state_dict`` does not carry it.
     """
 
     def __init__(self, num_classes: int, momentum: float = 49 / 50, exponent: float = 1 / 5,
-                 epsilon: float = _DICE_EPS):
+                 epsilon: float = _DICE_EPS, normalise_by_max: bool = True):
         _check_num_classes(num_classes, "DiffDW")
         if not 0 <= momentum <= 1:
             raise ValueError(f"DiffDW: momentum must lie in [0, 1], got {momentum}.")
@@ -193,6 +195,7 @@ class DiffDW:
         self.momentum = momentum
         self.exponent = exponent
         self.epsilon = epsilon
+        self.normalise_by_max = normalise_by_max
         c = num_classes
         self._previous_dice = torch.full((c,), epsilon, dtype=torch.float64)
         self._learn = torch.zeros(c, dtype=torch.float64)
@@ -224,6 +227,9 @@ class DiffDW:
 
         difficulty = ((self._unlearn + self.epsilon) / (self._learn + self.epsilon)) ** self.exponent
         raw = difficulty * self._dice_weight
+        if not self.normalise_by_max:
+            self._weights = self.num_classes * raw
+            return self.weights
         max_raw = raw.max()
         # All dw_c = 0 only if every class stayed perfect (d = 1) from the first step: nothing is hard, keep uniform.
         self._weights = (self.num_classes * raw / max_raw) if max_raw > 0 else torch.full_like(raw, self.num_classes)

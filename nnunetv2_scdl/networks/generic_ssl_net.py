@@ -15,6 +15,7 @@ the shared encoder under each decoder too (``decoder.encoder.*`` …); strict lo
 """
 from __future__ import annotations
 
+import pydoc
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
@@ -28,7 +29,10 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from nnunetv2_scdl.networks.diffusion import TimeEmbedding
 
-__all__ = ["TimeConditionedEncoder", "TimeConditionedUNetDecoder", "GenericSSLNet", "aggregate_parameters"]
+__all__ = ["TimeConditionedEncoder", "TimeConditionedUNetDecoder", "GenericSSLNet", "aggregate_parameters",
+           "build_generic_ssl_network"]
+
+_PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 
 IntOrSeq = Union[int, List[int], Tuple[int, ...]]
 
@@ -237,3 +241,19 @@ class GenericSSLNet(nn.Module):
         """GenericSSL aggregating step: θ ← m·θ + (1 − m)·(ξ + ψ)/2 over name- and shape-matched decoder parameters
         (D_ξ's time projections and the shared encoder are excluded). Returns the updated names."""
         return aggregate_parameters(self.decoder, (self.decoder_xi, self.decoder_psi), momentum)
+
+
+def build_generic_ssl_network(configuration_manager, num_input_channels: int, num_output_channels: int,
+                              enable_deep_supervision: bool = True, network_class=GenericSSLNet,
+                              **options) -> GenericSSLNet:
+    """A ``network_class`` (:class:`GenericSSLNet` or a subclass; ``options`` are its extra keyword arguments) from
+    the plans' ``PlainConvUNet`` arguments (He init, like the plans' U-Net)."""
+    if configuration_manager.network_arch_class_name != _PLAIN_CONV_UNET:
+        raise NotImplementedError(f"GenericSSL needs PlainConvUNet plans (nnUNetPlans); this configuration uses "
+                                  f"{configuration_manager.network_arch_class_name}.")
+    kwargs = dict(configuration_manager.network_arch_init_kwargs)
+    for name in configuration_manager.network_arch_init_kwargs_req_import:
+        if kwargs[name] is not None:
+            kwargs[name] = pydoc.locate(kwargs[name])
+    kwargs["deep_supervision"] = enable_deep_supervision
+    return network_class(input_channels=num_input_channels, num_classes=num_output_channels, **kwargs, **options)

@@ -25,24 +25,22 @@ cube-wise logits of the first B_u images of the batch (the labeled ones) instead
 prediction of the unlabeled images. Corrected mode uses the exact inverse and the teacher on the unlabeled cubes.
 
 Inference (online validation, ``checkpoint['network_weights']``, ``nnUNetv2_predict``) uses the teacher. The network
-is a :class:`MagicCubeNetwork`: its ``forward(x)`` is the plain segmentation forward, so the stock predictor works.
-User documentation: docs/magicnet.md.
+is a :class:`~nnunetv2_scdl.networks.magic_cube_network.MagicCubeNetwork`: its ``forward(x)`` is the plain
+segmentation forward, so the stock predictor works. User documentation: docs/magicnet.md.
 """
-from contextlib import contextmanager
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
 from nnunetv2_scdl.losses import GADiceLoss
-from nnunetv2_scdl.networks.location_head import LocationHead
-from nnunetv2_scdl.networks.magic_cubes import (CubeGrid, location_labels, mix_cubes_across_images, partition_cubes,
+from nnunetv2_scdl.networks.magic_cube_network import (MagicCubeNetwork, build_magic_cube_network,
+                                                       cube_grid_from_configuration)
+from nnunetv2_scdl.networks.magic_cubes import (location_labels, mix_cubes_across_images, partition_cubes,
                                                 random_cube_permutations, recover_cubes, unmix_cubes_across_images)
-from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.co_training import IterationPolyLR, PaperOptimiser
 from nnunetv2_scdl.training.ema import EMATeacher, unwrap_network
 from nnunetv2_scdl.training.ga_cps import GASupervisedLoss
@@ -50,142 +48,8 @@ from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS, SCDLAddon
 from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL, split_batch
 
-__all__ = ["MagicCubeNetwork", "cube_grid_from_configuration", "build_magic_cube_network", "blend_distribution",
-           "nnUNetTrainerGAMagicNet", "nnUNetTrainerSCDL_GAMagicNet", "nnUNetTrainerGAMagicNet_paper",
-           "nnUNetTrainerSCDL_GAMagicNet_paper"]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Network
-# ---------------------------------------------------------------------------------------------------------------------
-class MagicCubeNetwork(nn.Module):
-    """A plan-generated U-Net (``PlainConvUNet``/``ResidualEncoderUNet``, or an ``SCDLUNet`` around one) plus
-    MagicNet's location head on each cube's bottleneck.
-
-    ``forward(x)`` is the segmentation network's own forward (what nnU-Net's trainer and predictor call). The pieces
-    MagicNet needs are exposed separately: :meth:`decode` (decoder stages without heads, lowest resolution first),
-    :meth:`heads` (segmentation heads on those features; SCDL priors when the segmenter is an ``SCDLUNet``),
-    :meth:`full_resolution_head` and :meth:`locate`. ``.encoder``/``.decoder`` are the segmenter's (nnU-Net's deep
-    supervision toggle writes ``decoder.deep_supervision``). State-dict keys: ``segmenter.*`` and ``location_head.*``.
-    """
-
-    def __init__(self, segmenter: nn.Module, cube_grid: CubeGrid, location_hidden_features: int = 4096):
-        super().__init__()
-        if not hasattr(segmenter, "encoder") or not hasattr(segmenter, "decoder"):
-            raise ValueError(f"MagicCubeNetwork needs a U-Net with .encoder and .decoder, got "
-                             f"{type(segmenter).__name__}.")
-        if isinstance(segmenter, SCDLUNet) and segmenter.token_source != "decoder":
-            raise ValueError("GA-MagicNet with SCDL needs token_source='decoder' (the prior is injected at the head "
-                             "of every path, computed from the feature that head receives).")
-        self.segmenter = segmenter
-        self.cube_grid = cube_grid
-        self.location_head = LocationHead.for_cube_grid(cube_grid, segmenter.encoder.output_channels[-1],
-                                                        hidden_features=location_hidden_features)
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.segmenter.encoder
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self.segmenter.decoder
-
-    @property
-    def uses_scdl(self) -> bool:
-        return isinstance(self.segmenter, SCDLUNet)
-
-    def forward(self, x: torch.Tensor):
-        return self.segmenter(x)
-
-    def decode(self, skips: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        """nnU-Net's ``UNetDecoder`` loop without the segmentation heads: every stage's output, lowest resolution
-        first; the last one is F, the full-resolution feature (the input of the last head)."""
-        decoder = self.decoder
-        features, lower = [], skips[-1]
-        for s in range(len(decoder.stages)):
-            x = decoder.stages[s](torch.cat((decoder.transpconvs[s](lower), skips[-(s + 2)]), 1))
-            features.append(x)
-            lower = x
-        return features
-
-    def features(self, x: torch.Tensor) -> List[torch.Tensor]:
-        return self.decode(self.encoder(x))
-
-    def heads(self, features: List[torch.Tensor], return_scdl: bool = False):
-        """Segmentation heads on ``decode``'s features: what ``forward`` returns (a deep-supervision list, highest
-        resolution first, or one tensor); with ``return_scdl`` a tuple ``(outputs, aux)``, aux = ``SCDLAux`` (None
-        without SCDL)."""
-        if self.uses_scdl:
-            return self.segmenter.forward_heads(features, return_scdl=return_scdl)
-        decoder = self.decoder
-        if decoder.deep_supervision:
-            outputs = [decoder.seg_layers[s](features[s]) for s in range(len(features))][::-1]
-        else:
-            outputs = decoder.seg_layers[-1](features[-1])
-        return (outputs, None) if return_scdl else outputs
-
-    def full_resolution_head(self, full_feature: torch.Tensor) -> torch.Tensor:
-        """Full-resolution logits from F alone (with SCDL: the prior computed from this F is injected)."""
-        if not self.uses_scdl:
-            return self.decoder.seg_layers[-1](full_feature)
-        with _deep_supervision_off(self.decoder):
-            return self.segmenter.forward_heads([None] * (len(self.decoder.stages) - 1) + [full_feature])
-
-    def locate(self, bottlenecks: torch.Tensor, n_images: int) -> torch.Tensor:
-        """Location logits [B·K, K] for the encoder bottlenecks of ``n_images`` images' cubes (image-major rows).
-        Each image's K cubes form one batch of the head (as in MagicNet: its BatchNorm sees one image at a time)."""
-        return torch.cat([self.location_head(group) for group in bottlenecks.chunk(n_images)])
-
-    def compute_conv_feature_map_size(self, input_size):
-        return self.segmenter.compute_conv_feature_map_size(input_size)
-
-
-@contextmanager
-def _deep_supervision_off(decoder):
-    previous = decoder.deep_supervision
-    decoder.deep_supervision = False
-    try:
-        yield
-    finally:
-        decoder.deep_supervision = previous
-
-
-def cube_grid_from_configuration(configuration_manager, cube_size: Optional[Union[int, Sequence[int]]] = None
-                                 ) -> CubeGrid:
-    """The magic-cube grid of a plans configuration: ``CubeGrid.from_plan(patch_size, strides, cube_size)``.
-
-    Raises ValueError, naming the patch size and strides, when no valid grid exists.
-    """
-    patch_size = tuple(configuration_manager.patch_size)
-    strides = configuration_manager.network_arch_init_kwargs.get("strides")
-    if strides is None:
-        raise ValueError(f"GA-MagicNet needs the encoder strides of the plans' network "
-                         f"({configuration_manager.network_arch_class_name}), but its arch_kwargs have no 'strides'.")
-    try:
-        return CubeGrid.from_plan(patch_size, strides, cube_size=cube_size)
-    except ValueError as error:
-        raise ValueError(f"GA-MagicNet cannot cut the plans' patch size {list(patch_size)} into magic cubes with the "
-                         f"encoder strides {list(strides)} (cube_size={cube_size!r}): {error} Every cube must be a "
-                         f"multiple of the encoder's total stride and divide the patch, and there must be at least "
-                         f"two cubes. Choose another cube_size in a trainer subclass, or change the patch size in "
-                         f"the plans.") from None
-
-
-def build_magic_cube_network(configuration_manager, num_input_channels: int, num_output_channels: int,
-                             enable_deep_supervision: bool = True, cube_size=None,
-                             location_hidden_features: int = 4096, scdl_options: Optional[dict] = None
-                             ) -> MagicCubeNetwork:
-    """The plans' U-Net (wrapped in ``SCDLUNet(**scdl_options)`` when given) plus a location head sized for the
-    plan's cube grid. Deterministic given its arguments, so the predictor rebuilds exactly the trained module."""
-    grid = cube_grid_from_configuration(configuration_manager, cube_size)  # fail before building anything
-    segmenter = get_network_from_plans(configuration_manager.network_arch_class_name,
-                                       configuration_manager.network_arch_init_kwargs,
-                                       configuration_manager.network_arch_init_kwargs_req_import,
-                                       num_input_channels, num_output_channels, allow_init=True,
-                                       deep_supervision=enable_deep_supervision)
-    if scdl_options is not None:
-        segmenter = SCDLUNet(segmenter, num_output_channels, configuration_manager.patch_size, **scdl_options)
-    return MagicCubeNetwork(segmenter, grid, location_hidden_features)
+__all__ = ["blend_distribution", "nnUNetTrainerGAMagicNet", "nnUNetTrainerSCDL_GAMagicNet",
+           "nnUNetTrainerGAMagicNet_paper", "nnUNetTrainerSCDL_GAMagicNet_paper"]
 
 
 def blend_distribution(class_counts: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -199,9 +63,6 @@ def blend_distribution(class_counts: torch.Tensor, temperature: float = 1.0) -> 
     return (distribution / distribution.max()).float()
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Trainer
-# ---------------------------------------------------------------------------------------------------------------------
 class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
     """GA-MagicNet; see the module docstring for the loss.
 

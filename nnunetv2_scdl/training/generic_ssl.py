@@ -12,7 +12,7 @@ One step (x_l, y: labeled batch; x_u: unlabeled batch; C classes; DS = nnU-Net's
 1. L_deno = DS[DC_CE(D_ξ(x_t, t, x_l), y)], t ~ U{0..999}, x_t = q_sample(x₀ = 2·onehot(y) − 1, t)
    (nnU-Net's Dice+CE, ``self.loss``; ignore-label voxels get class 0 in x₀ and are ignored by the loss).
 2. w = "Difficulty" weights from argmax(D_ξ labeled output, full resolution) vs y: DHC's DiffDW **without** the max
-   normalisation, w = C·diff⊙dw (:class:`DifficultyWeights`); L_diff = DS[wCE + wDice](D_ψ(x_l), y).
+   normalisation, w = C·diff⊙dw (``DiffDW(normalise_by_max=False)``); L_diff = DS[wCE + wDice](D_ψ(x_l), y).
 3. Pseudo-labels, no gradient: s = DDIM(D_ξ(·, ·, x_u), ``ddim_steps`` = 10 steps, η = 0, clipped x₀),
    p_ξ = GaussianSmooth_{k3, σ1}(gumbel_softmax(s)), p_ψ = softmax(D_ψ(x_u)), ŷ = argmax(p_ξ + p_ψ).
 4. L_u = DC_CE(D_θ(x_u)[full resolution], ŷ) (nnU-Net's Dice+CE without DS; decoupling: only D_θ — with the shared
@@ -25,10 +25,10 @@ The difficulty state is saved in ``checkpoint['nnunetv2_scdl']['difficulty']``; 
 ``UNetDecoder``s on a ``PlainConvEncoder``).
 
 ``nnUNetTrainerSCDL_GenericSSL`` adds SCDL to the D_θ path (tokens from D_θ's last decoder feature, prior injected at
-D_θ's full-resolution head; :class:`GenericSSLSCDLNet`). D_θ then runs on cat(x_l, x_u) so SCDL gets labeled tokens;
-L_u still uses the unlabeled half only, and L gains SCDLAddon's weighted terms.
+D_θ's full-resolution head; :class:`~nnunetv2_scdl.networks.generic_ssl_scdl_net.GenericSSLSCDLNet`). D_θ then runs
+on cat(x_l, x_u) so SCDL gets labeled tokens; L_u still uses the unlabeled half only, and L gains SCDLAddon's weighted
+terms.
 """
-import pydoc
 from typing import Optional
 
 import numpy as np
@@ -41,28 +41,14 @@ from torch import nn
 
 from nnunetv2_scdl.losses import DiffDW, WeightedDiceCELoss
 from nnunetv2_scdl.networks.diffusion import DiffusionSchedule, ddim_sample, labels_to_x0
-from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
-from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet, build_generic_ssl_network
+from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS, SCDLAddon
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL
 
-__all__ = ["DifficultyWeights", "gaussian_smooth", "build_generic_ssl_network", "GenericSSLSCDLNet",
-           "nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"]
-
-_PLAIN_CONV_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-
-
-class DifficultyWeights(DiffDW):
-    """GenericSSL's "Difficulty" class weights: DHC's DiffDW state and update, but w = C·diff⊙dw (no division by the
-    max), spec §5. Initial w = C·1. ``state_dict``/``load_state_dict`` are DiffDW's."""
-
-    def update_from_dice(self, dice: torch.Tensor) -> torch.Tensor:
-        super().update_from_dice(dice)
-        difficulty = ((self._unlearn + self.epsilon) / (self._learn + self.epsilon)) ** self.exponent
-        self._weights = self.num_classes * difficulty * self._dice_weight
-        return self.weights
+__all__ = ["gaussian_smooth", "nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"]
 
 
 def gaussian_smooth(x: torch.Tensor, sigma: float = 1.0, kernel_size: int = 3) -> torch.Tensor:
@@ -91,22 +77,6 @@ def gaussian_smooth(x: torch.Tensor, sigma: float = 1.0, kernel_size: int = 3) -
         pad[2 * (spatial - 1 - axis)] = pad[2 * (spatial - 1 - axis) + 1] = radius  # F.pad lists the last axis first
         x = conv(F.pad(x, pad, mode="replicate"), weight, groups=channels)
     return x
-
-
-def build_generic_ssl_network(configuration_manager, num_input_channels: int, num_output_channels: int,
-                              enable_deep_supervision: bool = True, network_class=GenericSSLNet,
-                              **options) -> GenericSSLNet:
-    """A ``network_class`` (:class:`GenericSSLNet` or a subclass; ``options`` are its extra keyword arguments) from
-    the plans' ``PlainConvUNet`` arguments (He init, like the plans' U-Net)."""
-    if configuration_manager.network_arch_class_name != _PLAIN_CONV_UNET:
-        raise NotImplementedError(f"GenericSSL needs PlainConvUNet plans (nnUNetPlans); this configuration uses "
-                                  f"{configuration_manager.network_arch_class_name}.")
-    kwargs = dict(configuration_manager.network_arch_init_kwargs)
-    for name in configuration_manager.network_arch_init_kwargs_req_import:
-        if kwargs[name] is not None:
-            kwargs[name] = pydoc.locate(kwargs[name])
-    kwargs["deep_supervision"] = enable_deep_supervision
-    return network_class(input_channels=num_input_channels, num_classes=num_output_channels, **kwargs, **options)
 
 
 class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
@@ -141,7 +111,8 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
         if self.ddim_steps < 1:
             raise ValueError(f"ddim_steps must be >= 1, got {self.ddim_steps}.")
         self.num_classes = self.label_manager.num_segmentation_heads
-        self.difficulty = DifficultyWeights(self.num_classes, momentum=self.difficulty_momentum)
+        # GenericSSL's "Difficulty" weights: DHC's DiffDW without the max normalisation (spec §5)
+        self.difficulty = DiffDW(self.num_classes, momentum=self.difficulty_momentum, normalise_by_max=False)
         self.schedule = DiffusionSchedule()
         self.difficulty_loss = None
         self.unlabeled_loss = None
@@ -253,62 +224,6 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
 
 
 # -------------------------------------------------------------------------------------------------- SCDL variant
-class _ImageEncoder(nn.Module):
-    """The image path's encoder as one module, x → E(stem_image(x), None) (skips), with the ``strides`` and
-    ``output_channels`` that ``SCDLUNet`` reads. It only references the stem and encoder of a ``GenericSSLNet``."""
-
-    def __init__(self, stem: nn.Module, encoder: nn.Module):
-        super().__init__()
-        self.stem, self.encoder = stem, encoder
-        self.strides, self.output_channels = encoder.strides, encoder.output_channels
-
-    def forward(self, x: torch.Tensor):
-        return self.encoder(self.stem(x), None)
-
-    def compute_conv_feature_map_size(self, input_size):
-        return self.encoder.compute_conv_feature_map_size(input_size)
-
-
-class _ThetaPath(nn.Module):
-    """What ``SCDLUNet`` wraps: ``.encoder`` = the image encoder, ``.decoder`` = D_θ (the very same modules)."""
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module):
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
-
-
-class GenericSSLSCDLNet(GenericSSLNet):
-    """``GenericSSLNet`` whose D_θ path (inference) carries SCDL: tokens from D_θ's last decoder feature, priors
-    injected at D_θ's full-resolution head (``prior_mode="head"``, spec §5/§7.4).
-
-    The SCDL machinery is an ``SCDLUNet`` around the image encoder and D_θ (shared modules, not copies). Only its
-    ``scdl`` submodule is registered here, so the state dict is GenericSSLNet's plus ``scdl.*``.
-    ``forward(x)`` = D_θ with the prior; ``forward_theta(x, return_scdl=True)`` → ``(outputs, SCDLAux)``.
-    """
-
-    def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head", **kwargs):
-        super().__init__(*args, **kwargs)
-        theta = SCDLUNet(_ThetaPath(_ImageEncoder(self.stem_image, self.encoder), self.decoder), self.num_classes,
-                         patch_size, token_source=token_source, prior_mode=prior_mode)
-        object.__setattr__(self, "_theta_scdl", theta)  # not a registered child: its modules are ours already
-        self.scdl = theta.scdl
-
-    def forward(self, x: torch.Tensor):
-        self._check_image(x)
-        return self._theta_scdl(x)
-
-    def forward_theta(self, x: torch.Tensor, return_scdl: bool = False):
-        self._check_image(x)
-        return self._theta_scdl(x, return_scdl=return_scdl)
-
-    def forward_theta_psi(self, x: torch.Tensor):
-        return self.forward_theta(x), self.forward_psi(x)
-
-    def scdl_loss_terms(self, *args, **kwargs):
-        """``SCDLUNet.scdl_loss_terms`` of the D_θ path."""
-        return self._theta_scdl.scdl_loss_terms(*args, **kwargs)
-
-
 class nnUNetTrainerSCDL_GenericSSL(SCDLAddon, nnUNetTrainerGenericSSL):
     """GenericSSL with SCDL on D_θ (head injection). D_θ runs on cat(labeled, unlabeled) patches: the labeled tokens
     give SCDL its ground-truth terms (CDBA on labeled tokens, SAC), the unlabeled ones its unlabeled terms; L_u still

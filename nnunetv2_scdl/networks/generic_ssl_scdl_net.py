@@ -1,0 +1,67 @@
+"""GenericSSL's network with SCDL on the D_θ path (spec §5, §7.4): tokens from D_θ's last decoder feature, the prior
+injected at D_θ's full-resolution head. Trainer: ``nnUNetTrainerSCDL_GenericSSL``; user documentation:
+docs/generic_ssl.md.
+"""
+import torch
+from torch import nn
+
+from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+
+__all__ = ["GenericSSLSCDLNet"]
+
+
+class _ImageEncoder(nn.Module):
+    """The image path's encoder as one module, x → E(stem_image(x), None) (skips), with the ``strides`` and
+    ``output_channels`` that ``SCDLUNet`` reads. It only references the stem and encoder of a ``GenericSSLNet``."""
+
+    def __init__(self, stem: nn.Module, encoder: nn.Module):
+        super().__init__()
+        self.stem, self.encoder = stem, encoder
+        self.strides, self.output_channels = encoder.strides, encoder.output_channels
+
+    def forward(self, x: torch.Tensor):
+        return self.encoder(self.stem(x), None)
+
+    def compute_conv_feature_map_size(self, input_size):
+        return self.encoder.compute_conv_feature_map_size(input_size)
+
+
+class _ThetaPath(nn.Module):
+    """What ``SCDLUNet`` wraps: ``.encoder`` = the image encoder, ``.decoder`` = D_θ (the very same modules)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+
+class GenericSSLSCDLNet(GenericSSLNet):
+    """``GenericSSLNet`` whose D_θ path (inference) carries SCDL: tokens from D_θ's last decoder feature, priors
+    injected at D_θ's full-resolution head (``prior_mode="head"``, spec §5/§7.4).
+
+    The SCDL machinery is an ``SCDLUNet`` around the image encoder and D_θ (shared modules, not copies). Only its
+    ``scdl`` submodule is registered here, so the state dict is GenericSSLNet's plus ``scdl.*``.
+    ``forward(x)`` = D_θ with the prior; ``forward_theta(x, return_scdl=True)`` → ``(outputs, SCDLAux)``.
+    """
+
+    def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head", **kwargs):
+        super().__init__(*args, **kwargs)
+        theta = SCDLUNet(_ThetaPath(_ImageEncoder(self.stem_image, self.encoder), self.decoder), self.num_classes,
+                         patch_size, token_source=token_source, prior_mode=prior_mode)
+        object.__setattr__(self, "_theta_scdl", theta)  # not a registered child: its modules are ours already
+        self.scdl = theta.scdl
+
+    def forward(self, x: torch.Tensor):
+        self._check_image(x)
+        return self._theta_scdl(x)
+
+    def forward_theta(self, x: torch.Tensor, return_scdl: bool = False):
+        self._check_image(x)
+        return self._theta_scdl(x, return_scdl=return_scdl)
+
+    def forward_theta_psi(self, x: torch.Tensor):
+        return self.forward_theta(x), self.forward_psi(x)
+
+    def scdl_loss_terms(self, *args, **kwargs):
+        """``SCDLUNet.scdl_loss_terms`` of the D_θ path."""
+        return self._theta_scdl.scdl_loss_terms(*args, **kwargs)
