@@ -28,32 +28,19 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from nnunetv2_scdl.cli.trainers_path import trainers_dir
+from nnunetv2_scdl.cli.commands import console_command, external_trainer_path
 from nnunetv2_scdl.data.phantoms import make_phantom_dataset
 from nnunetv2_scdl.evaluation.benchmark_report import BENCHMARK_TRAINERS
 
 DATASET_ID = 990
 CONFIGURATION = "3d_fullres"
-#: console entry points, called through this interpreter (a ``pip install --target`` puts no scripts on PATH)
-ENTRY_POINTS = {
-    "plan_and_preprocess": "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints:plan_and_preprocess_entry",
-    "preprocess_unlabeled": "nnunetv2_scdl.cli.preprocess_unlabeled:main",
-    "train": "nnunetv2.run.run_training:run_training_entry",
-    "predict": "nnunetv2.inference.predict_from_raw_data:predict_entry_point",
-}
-
-
-def command(entry: str, *args) -> List[str]:
-    module, function = ENTRY_POINTS[entry].split(":")
-    code = f"import sys; from {module} import {function} as main; sys.exit(main())"
-    return [sys.executable, "-c", code, *map(str, args)]
 
 
 def run(cmd: Sequence[str], log: Path, env: Dict[str, str], timeout: float) -> int:
     with open(log, "a") as handle:
         try:
-            return subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                  timeout=timeout).returncode
+            return subprocess.run(list(map(str, cmd)), stdout=handle, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **env}, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             handle.write(f"\ntimed out after {timeout:.0f} s\n")
             return 124
@@ -74,8 +61,10 @@ def prepare_dataset(work: Path, reader: str) -> Dict[str, str]:
         content["overwrite_image_reader_writer"] = reader
         dataset_json.write_text(json.dumps(content, indent=2))
     log = work / "logs" / "prepare.log"
-    steps = (command("plan_and_preprocess", "-d", DATASET_ID, "-c", CONFIGURATION, "-np", 1, "-npfp", 1),
-             command("preprocess_unlabeled", "-d", DATASET_ID, "-c", CONFIGURATION, "-np", 1))
+    steps = (console_command("nnUNetv2_plan_and_preprocess") + ["-d", DATASET_ID, "-c", CONFIGURATION, "-np", 1,
+                                                                 "-npfp", 1],
+             console_command("nnUNetv2_scdl_preprocess_unlabeled") + ["-d", DATASET_ID, "-c", CONFIGURATION,
+                                                                       "-np", 1])
     for step in steps:
         if run(step, log, env, timeout=600) != 0:
             sys.exit(f"preparing the phantom failed; see {log}")
@@ -88,17 +77,19 @@ def train_and_predict(trainer: str, compiled: bool, work: Path, folders: Dict[st
     results = work / f"results_{'compiled' if compiled else 'eager'}"
     env = {
         "nnUNet_raw": folders["nnUNet_raw"], "nnUNet_preprocessed": folders["nnUNet_preprocessed"],
-        "nnUNet_results": str(results), "nnUNet_extTrainer": str(trainers_dir()),
+        "nnUNet_results": str(results), "nnUNet_extTrainer": external_trainer_path(),
         "nnUNet_compile": "t" if compiled else "f", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "2",
         "OMP_NUM_THREADS": "2",  # several runs share the cores
         "SCDL_NUM_EPOCHS": "2", "SCDL_NUM_ITERATIONS_PER_EPOCH": "3", "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH": "1",
     }
     predictions = work / "predictions" / tag
     start = time.perf_counter()
-    train_rc = run(command("train", DATASET_ID, CONFIGURATION, 0, "-tr", trainer, "-device", device),
+    train_rc = run(console_command("nnUNetv2_train") + [DATASET_ID, CONFIGURATION, 0, "-tr", trainer,
+                                                        "-device", device],
                    work / "logs" / f"train_{tag}.log", env, timeout)
-    predict_rc = run(command("predict", "-i", folders["test_images"], "-o", predictions, "-d", DATASET_ID,
-                             "-c", CONFIGURATION, "-tr", trainer, "-f", 0, "-device", device, "-npp", 1, "-nps", 1),
+    predict_rc = run(console_command("nnUNetv2_predict") + ["-i", folders["test_images"], "-o", predictions,
+                                                            "-d", DATASET_ID, "-c", CONFIGURATION, "-tr", trainer,
+                                                            "-f", 0, "-device", device, "-npp", 1, "-nps", 1],
                      work / "logs" / f"predict_{tag}.log", env, timeout)
     row = {"run": tag, "train rc": train_rc, "predict rc": predict_rc, "seconds": round(time.perf_counter() - start)}
     fold = next(results.glob(f"*/{trainer}__nnUNetPlans__{CONFIGURATION}/fold_0"), None)
