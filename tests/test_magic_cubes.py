@@ -24,6 +24,7 @@ from nnunetv2_scdl.networks.magic_cubes import (
 )
 
 NNUNET_3D_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]  # total (16, 32, 32)
+BTCV_CPU_STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]  # total (16, 32, 32)
 
 
 def _cube_index_volume(grid, cube):
@@ -171,9 +172,11 @@ def test_permutations_deterministic_and_inverse():
 def test_total_stride_and_default_cube_size():
     assert encoder_total_stride(NNUNET_3D_STRIDES) == (16, 32, 32)
     assert encoder_total_stride([1, 2, 2, 2], ndim=2) == (8, 8)
-    assert default_cube_size((96, 96, 96), [[1, 1, 1]] + [[2, 2, 2]] * 5) == (32, 32, 32)
+    assert default_cube_size((96, 96, 96), [[1, 1, 1]] + [[2, 2, 2]] * 4) == (32, 32, 32)  # MagicNet: stride 16
+    assert default_cube_size((96, 96, 96), [[1, 1, 1]] + [[2, 2, 2]] * 5) == (96, 32, 32)  # stride 32: grow axis 0
     assert default_cube_size((64, 160, 160), NNUNET_3D_STRIDES) == (32, 32, 32)
-    assert default_cube_size((80, 192, 160), NNUNET_3D_STRIDES) == (16, 32, 32)  # 32 does not divide 80
+    # 32 does not divide 80, and (16, 32, 32) would leave one bottleneck voxel: grow axis 1, which keeps most cubes
+    assert default_cube_size((80, 192, 160), NNUNET_3D_STRIDES) == (16, 64, 32)
     assert default_cube_size((80, 192, 160), NNUNET_3D_STRIDES, preferred=None) == (16, 64, 32)  # ~3 per axis
     g = CubeGrid.from_plan((64, 160, 160), NNUNET_3D_STRIDES)
     assert g.grid == (2, 5, 5) and g.n_cubes == 50 and g.bottleneck_size == (2, 1, 1)
@@ -193,6 +196,21 @@ def test_invalid_plans_raise_with_axis_patch_and_stride():
         CubeGrid.from_plan((32, 32, 32), NNUNET_3D_STRIDES, cube_size=32)
     with pytest.raises(ValueError, match="Axis 0: cube size 32 is not a multiple"):
         CubeGrid.from_plan((128, 128, 128), [[1, 1, 1]] + [[2, 2, 2]] * 6, cube_size=32)  # stride 64
+    with pytest.raises(ValueError, match=r"bottleneck as 1×1×1 voxel per cube; instance norm"):
+        CubeGrid.from_plan((48, 64, 64), BTCV_CPU_STRIDES, cube_size=(16, 32, 32))
+    with pytest.raises(ValueError, match="only one cube whose bottleneck keeps 2 voxels"):
+        default_cube_size((16, 32, 64), NNUNET_3D_STRIDES)  # (16, 32, 32) is 1 voxel deep, (16, 32, 64) one cube
+
+
+def test_default_grid_of_btcv_cpu_plans_survives_instance_norm_encoder():
+    """BTCV's CPU plans: patch (48, 64, 64), total stride (16, 32, 32). Cubes of 16×32×32 reach the bottleneck as one
+    voxel, and nnU-Net's instance norm refuses that in training; the default grid must not."""
+    grid = CubeGrid.from_plan((48, 64, 64), BTCV_CPU_STRIDES)
+    assert grid.cube_size == (16, 64, 32) and grid.grid == (3, 1, 2) and grid.bottleneck_size == (1, 2, 1)
+    encoder = PlainConvEncoder(1, 6, [2] * 6, nn.Conv3d, 3, BTCV_CPU_STRIDES, 1, norm_op=nn.InstanceNorm3d,
+                               norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU).train()
+    bottleneck = encoder(partition_cubes(torch.randn(2, 1, 48, 64, 64), grid))
+    assert bottleneck.shape == (2 * 6, 2, 1, 2, 1) and torch.isfinite(bottleneck).all()
 
 
 # --- location head ----------------------------------------------------------------------------------------------------

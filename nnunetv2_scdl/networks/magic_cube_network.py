@@ -126,8 +126,8 @@ def cube_grid_from_configuration(configuration_manager, cube_size: Optional[Unio
     except ValueError as error:
         raise ValueError(f"GA-MagicNet cannot cut the plans' patch size {list(patch_size)} into magic cubes with the "
                          f"encoder strides {list(strides)} (cube_size={cube_size!r}): {error} Every cube must be a "
-                         f"multiple of the encoder's total stride and divide the patch, and there must be at least "
-                         f"two cubes. Choose another cube_size in a trainer subclass, or change the patch size in "
+                         f"multiple of the encoder's total stride, divide the patch and keep at least two voxels at "
+                         f"the bottleneck, and there must be at least two cubes. Choose another cube_size in a trainer subclass, or change the patch size in "
                          f"the plans.") from None
 
 

@@ -43,6 +43,7 @@ import torch
 
 __all__ = [
     "SPEC_CUBE_SIZE",
+    "MIN_BOTTLENECK_VOXELS",
     "CubeGrid",
     "encoder_total_stride",
     "validate_cube_size",
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 SPEC_CUBE_SIZE = 32  # MagicNet's cube edge (96³ patch → 3×3×3 grid), spec §3.2 / §7.4
+# Every cube runs through the whole encoder; nnU-Net's instance norm cannot normalise a single voxel in training.
+MIN_BOTTLENECK_VOXELS = 2
 
 GridLike = Union["CubeGrid", Sequence[int]]
 
@@ -135,14 +138,18 @@ def default_cube_size(patch_size: Sequence[int], stage_strides: Sequence[Union[i
       1. use ``preferred`` (default 32, the spec's cube edge, §7.4) when it is valid;
       2. otherwise the valid size whose cube count P_a / c_a is closest to ``target_cubes_per_axis`` (MagicNet's 3);
          ties go to the smaller cube (more cubes, a finer location task).
-    Pass ``preferred=None`` to use rule 2 only.
+    Pass ``preferred=None`` to use rule 2 only. Then, while a cube's bottleneck ∏ c_a / s_a has fewer than
+    ``MIN_BOTTLENECK_VOXELS`` voxels, the cube grows to the next valid size on the axis that keeps the most cubes
+    (ties: the lowest axis).
 
     Examples (strides of the usual 3-D plans, total (16, 32, 32)):
       (96, 96, 96) → (32, 32, 32), grid 3×3×3;  (64, 160, 160) → (32, 32, 32), grid 2×5×5;
-      (80, 192, 160) → (16, 32, 32), grid 5×6×5 (32 does not divide 80).
+      (80, 192, 160) → (16, 64, 32), grid 5×3×5 (32 does not divide 80, and 16×32×32 would reach the bottleneck as
+      one voxel); (48, 64, 64) → (16, 64, 32), grid 3×1×2.
 
     Raises:
-        ValueError (naming axis, patch and stride) if P_a is not a multiple of s_a, or if the result has a single cube.
+        ValueError (naming axis, patch and stride) if P_a is not a multiple of s_a, or if no grid of at least two
+        cubes keeps ``MIN_BOTTLENECK_VOXELS`` voxels per cube at the bottleneck.
     """
     patch_size = tuple(int(p) for p in patch_size)
     total = encoder_total_stride(stage_strides, len(patch_size))
@@ -150,21 +157,31 @@ def default_cube_size(patch_size: Sequence[int], stage_strides: Sequence[Union[i
         raise ValueError(f"patch_size {patch_size} has {len(patch_size)} axes but the strides describe {len(total)}.")
     if target_cubes_per_axis < 1:
         raise ValueError(f"target_cubes_per_axis must be >= 1, got {target_cubes_per_axis}.")
-    cube = []
+    candidates, cube = [], []
     for a, (p, s) in enumerate(zip(patch_size, total)):
         if p % s != 0:
             raise ValueError(f"Axis {a}: patch size {p} is not a multiple of the encoder's total stride {s}, so no "
                              f"cube size can both divide the patch and be a multiple of the stride on that axis.")
-        candidates = [c for c in range(s, p + 1, s) if p % c == 0]
-        if preferred is not None and preferred in candidates:
+        candidates.append([c for c in range(s, p + 1, s) if p % c == 0])
+        if preferred is not None and preferred in candidates[a]:
             cube.append(preferred)
         else:
-            cube.append(min(candidates, key=lambda c: (abs(p // c - target_cubes_per_axis), c)))
-    cube = tuple(cube)
-    if math.prod(p // c for p, c in zip(patch_size, cube)) < 2:
-        raise ValueError(f"Patch {patch_size} with encoder total stride {total} allows only one cube; magic-cube "
-                         f"partition needs at least two (each cube must be a multiple of the stride).")
-    return cube
+            cube.append(min(candidates[a], key=lambda c: (abs(p // c - target_cubes_per_axis), c)))
+
+    def n_cubes(sizes):
+        return math.prod(p // c for p, c in zip(patch_size, sizes))
+
+    while math.prod(c // s for c, s in zip(cube, total)) < MIN_BOTTLENECK_VOXELS:
+        larger = [cube[:a] + [next(c for c in candidates[a] if c > cube[a])] + cube[a + 1:]
+                  for a in range(len(cube)) if cube[a] < patch_size[a]]
+        if not larger:
+            break
+        cube = max(larger, key=n_cubes)  # max keeps the first (lowest axis) of equals
+    if n_cubes(cube) < 2:
+        raise ValueError(f"Patch {patch_size} with encoder total stride {total} allows only one cube whose "
+                         f"bottleneck keeps {MIN_BOTTLENECK_VOXELS} voxels; magic-cube partition needs at least two "
+                         f"cubes (each cube must be a multiple of the stride).")
+    return tuple(cube)
 
 
 @dataclass(frozen=True)
@@ -190,6 +207,12 @@ class CubeGrid:
         if self.n_cubes < 2:
             raise ValueError(f"Cube size {self.cube_size} on patch {self.patch_size} gives a single cube; magic-cube "
                              f"partition needs at least two.")
+        if math.prod(self.bottleneck_size) < MIN_BOTTLENECK_VOXELS:
+            raise ValueError(f"Cube size {self.cube_size} with encoder total stride {self.total_stride} reaches the "
+                             f"bottleneck as {'×'.join(map(str, self.bottleneck_size))} voxel per cube; instance norm "
+                             f"cannot normalise a single voxel in training. Use cubes with at least "
+                             f"{MIN_BOTTLENECK_VOXELS} voxels at the bottleneck (a larger multiple of the stride on "
+                             f"one axis).")
 
     @classmethod
     def from_plan(cls, patch_size: Sequence[int], stage_strides: Sequence[Union[int, Sequence[int]]],
