@@ -127,8 +127,8 @@ def cube_grid_from_configuration(configuration_manager, cube_size: Optional[Unio
         raise ValueError(f"GA-MagicNet cannot cut the plans' patch size {list(patch_size)} into magic cubes with the "
                          f"encoder strides {list(strides)} (cube_size={cube_size!r}): {error} Every cube must be a "
                          f"multiple of the encoder's total stride, divide the patch and keep at least two voxels at "
-                         f"the bottleneck, and there must be at least two cubes. Choose another cube_size in a trainer subclass, or change the patch size in "
-                         f"the plans.") from None
+                         f"the bottleneck, and there must be at least two cubes. Choose another cube_size in a "
+                         f"trainer subclass, or change the patch size in the plans.") from None
 
 
 def build_magic_cube_network(configuration_manager, num_input_channels: int, num_output_channels: int,
