@@ -22,8 +22,8 @@ def centred_patch(data: np.ndarray, seg: np.ndarray, patch, label: int):
     data, seg = np.pad(data, pad), np.pad(seg, pad)
     voxels = np.argwhere(seg[0] == label)
     centre = voxels.mean(0).astype(int) if len(voxels) else np.array(seg.shape[1:]) // 2
-    box = tuple(slice(s, s + p) for s, p in
-                ((max(0, min(c - p // 2, n - p)), p) for c, p, n in zip(centre, patch, seg.shape[1:])))
+    starts = [max(0, min(c - p // 2, n - p)) for c, p, n in zip(centre, patch, seg.shape[1:])]
+    box = tuple(slice(start, start + p) for start, p in zip(starts, patch))
     return data[(slice(None),) + box], seg[(slice(None),) + box]
 
 
