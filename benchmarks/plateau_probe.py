@@ -17,6 +17,7 @@ Needs ``nnUNet_preprocessed`` with the dataset's splits; ``nnUNet_results`` defa
 there is kept) and ``nnUNet_n_proc_DA`` to 0.
 """
 import argparse
+import math
 import os
 import random
 import tempfile
@@ -71,7 +72,7 @@ def main():
     plans["continue_training"] = False  # what nnUNetv2_train's get_trainer_from_args adds, popped by the trainer
     trainer = PlateauProbeTrainer(plans, args.configuration, args.fold, load_json(join(folder, "dataset.json")),
                                   torch.device("cpu"))
-    trainer.num_epochs = args.steps // args.iterations_per_epoch
+    trainer.num_epochs = math.ceil(args.steps / args.iterations_per_epoch)
     trainer.initialize()
     if args.init == "he_scaled":
         with torch.no_grad():
