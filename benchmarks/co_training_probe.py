@@ -44,6 +44,7 @@ def main():
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     import nnunetv2_scdl.training
+    from nnunetv2_scdl.networks.dual_network import average_network_outputs
     plans_manager = PlansManager(os.path.join(args.preprocessed, f"{args.plans}.json"))
     configuration = plans_manager.get_configuration(args.configuration)
     num_classes = len(load_json(os.path.join(args.preprocessed, "dataset.json"))["labels"])
@@ -66,9 +67,11 @@ def main():
         for data, _ in patches:
             x = torch.from_numpy(np.ascontiguousarray(data)[None]).float()
             with torch.no_grad():
-                prob_a, prob_b = network.net_a(x).softmax(1), network.net_b(x).softmax(1)
-            for name, prob in (("net A", prob_a), ("net B", prob_b), ("ensemble", (prob_a + prob_b) / 2)):
-                counts[name] = counts[name] + np.bincount(prob.argmax(1).ravel().numpy(), minlength=num_classes)
+                logits_a, logits_b = network(x, mode="both")
+            # the ensemble as nnU-Net predicts it: DualNetwork's average of the logits
+            for name, logits in (("net A", logits_a), ("net B", logits_b),
+                                 ("ensemble", average_network_outputs(logits_a, logits_b))):
+                counts[name] = counts[name] + np.bincount(logits.argmax(1).ravel().numpy(), minlength=num_classes)
         print(trainer, "(voxel share per class %, background first)")
         for name, count in counts.items():
             print(f"  {name:24s}", np.round(100 * count / count.sum(), 1).tolist())

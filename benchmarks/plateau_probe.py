@@ -53,6 +53,7 @@ def main():
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+    from nnunetv2_scdl.losses.class_weighting import hard_dice_per_class
     from nnunetv2_scdl.training.co_training import NETWORK_INITS, nnUNetTrainerCoTraining
     from nnunetv2_scdl.training.ga_cps import GASupervisedLoss
 
@@ -85,7 +86,7 @@ def main():
     trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
     validation = [next(trainer.dataloader_val) for _ in range(args.val_batches)]
     reference = torch.cat([batch["target"][0][:, 0] for batch in validation])
-    foreground_classes = range(1, len(trainer.label_manager.foreground_labels) + 1)
+    num_classes = len(trainer.label_manager.foreground_labels) + 1
 
     print(f"{args.loss} loss, {args.init} init, {args.steps} steps, seed {args.seed}: "
           f"{len(reference)} validation patches, reference foreground {float((reference > 0).float().mean()):.4f}")
@@ -101,10 +102,7 @@ def main():
         with torch.no_grad():
             prediction = torch.cat([trainer.network(batch["data"])[0].argmax(1) for batch in validation])
         trainer.network.train()
-        dice = []
-        for c in foreground_classes:
-            predicted, true = prediction == c, reference == c
-            dice.append(float(2 * (predicted & true).sum() / (predicted.sum() + true.sum()).clamp_min(1)))
+        dice = hard_dice_per_class(prediction, reference, num_classes)[1:].tolist()  # pooled over the patches
         print(f"step {step + 1:5d}  loss {float(loss):7.3f}  foreground {float((prediction > 0).float().mean()):.4f}"
               f"  Dice {' '.join(f'{d:.3f}' for d in dice)}  {time.time() - start:.0f} s", flush=True)
 
