@@ -12,8 +12,8 @@ from nnunetv2_scdl.networks.dual_network import DualNetwork
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.co_training import nnUNetTrainerCoTraining
 from nnunetv2_scdl.training.dhc import nnUNetTrainerDHC, nnUNetTrainerDHC_paper, nnUNetTrainerSCDL_DHC
-from nnunetv2_scdl.training.ga_cps import (nnUNetTrainerGACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerGACPS_5epochs,
-                                           nnUNetTrainerSCDL_GACPS)
+from nnunetv2_scdl.training.ga_cps import nnUNetTrainerGACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerSCDL_GACPS
+from nnunetv2_scdl.training.registry import nnUNetTrainerGACPS_5epochs
 
 SCDL_TRAINERS = (nnUNetTrainerSCDL_GACPS, nnUNetTrainerSCDL_DHC)
 
@@ -30,7 +30,7 @@ def expected_total(trainer, o):
     total = o["supervised_a"] + o["supervised_b"] + o["cps_weight"] * (o["cps_a"] + o["cps_b"])
     if isinstance(trainer, SCDL_TRAINERS):
         ramp = o["cps_weight"] / trainer.cps_weight
-        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"]
                         + o["scdl_sac"])
     return total
 

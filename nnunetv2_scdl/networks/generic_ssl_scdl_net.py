@@ -44,10 +44,11 @@ class GenericSSLSCDLNet(GenericSSLNet):
     ``forward(x)`` = D_θ with the prior; ``forward_theta(x, return_scdl=True)`` → ``(outputs, SCDLAux)``.
     """
 
-    def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head", **kwargs):
+    def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head",
+                 variant: str = "paper", **kwargs):
         super().__init__(*args, **kwargs)
         theta = SCDLUNet(_ThetaPath(_ImageEncoder(self.stem_image, self.encoder), self.decoder), self.num_classes,
-                         patch_size, token_source=token_source, prior_mode=prior_mode)
+                         patch_size, token_source=token_source, prior_mode=prior_mode, variant=variant)
         object.__setattr__(self, "_theta_scdl", theta)  # not a registered child: its modules are ours already
         self.scdl = theta.scdl
 

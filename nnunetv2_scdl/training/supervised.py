@@ -15,31 +15,3 @@ class nnUNetTrainerSupervised(ConfigurableHyperparameters, nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.apply_hyperparameters()
-
-
-class nnUNetTrainerSupervised_1epoch(nnUNetTrainerSupervised):
-    num_epochs = 1
-
-
-class nnUNetTrainerSupervised_5epochs(nnUNetTrainerSupervised):
-    num_epochs = 5
-
-
-class nnUNetTrainerSupervised_10epochs(nnUNetTrainerSupervised):
-    num_epochs = 10
-
-
-class nnUNetTrainerSupervised_50epochs(nnUNetTrainerSupervised):
-    num_epochs = 50
-
-
-class nnUNetTrainerSupervised_100epochs(nnUNetTrainerSupervised):
-    num_epochs = 100
-
-
-class nnUNetTrainerSupervised_250epochs(nnUNetTrainerSupervised):
-    num_epochs = 250
-
-
-class nnUNetTrainerSupervised_500epochs(nnUNetTrainerSupervised):
-    num_epochs = 500
