@@ -6,7 +6,7 @@ from nnunetv2_scdl.training.mean_teacher import (  # noqa: F401
 from nnunetv2_scdl.training.supervised import (  # noqa: F401
     nnUNetTrainerSupervised, nnUNetTrainerSupervised_1epoch, nnUNetTrainerSupervised_5epochs,
     nnUNetTrainerSupervised_10epochs, nnUNetTrainerSupervised_50epochs, nnUNetTrainerSupervised_100epochs,
-    nnUNetTrainerSupervised_250epochs, nnUNetTrainerSupervised_500epochs)
+    nnUNetTrainerSupervised_250epochs, nnUNetTrainerSupervised_500epochs, nnUNetTrainerSupervisedLabeledOnly)
 from nnunetv2_scdl.training.scdl_mean_teacher import (  # noqa: F401
     nnUNetTrainerSCDL_MT, nnUNetTrainerSCDL_MT_1epoch, nnUNetTrainerSCDL_MT_5epochs, nnUNetTrainerSCDL_MT_10epochs,
     nnUNetTrainerSCDL_MT_50epochs, nnUNetTrainerSCDL_MT_100epochs, nnUNetTrainerSCDL_MT_250epochs,
