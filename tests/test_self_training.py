@@ -335,11 +335,13 @@ def test_one_round_end_to_end_never_reads_unlabeled_labels(self_trained, nnunet_
     assert "nnUNetv2_predict -i INPUT -o OUTPUT -d " + derived_name in first.stdout
 
     # the student predicts through plain nnUNetv2_predict of the derived dataset
+    from nnunetv2_scdl.cli.trainers_path import trainers_dir
+
     output = tmp_path / "predictions"
     run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", DERIVED_ID,
                                      "-c", dataset.configuration, "-tr", "nnUNetTrainerSupervisedLabeledOnly",
                                      "-p", PLANS, "-f", 0, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1],
-                env=CPU_ENV)
+                env=dict(CPU_ENV, nnUNet_extTrainer=str(trainers_dir())))
     assert sorted(p.name for p in output.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in dataset.test)
 
 

@@ -6,8 +6,9 @@ Round 1 trains (or reuses) a teacher on dataset D; every round then
    folder), redoing only the cases whose output is missing or unreadable;
 2. scores each case's confidence and keeps the confident ones (:mod:`nnunetv2_scdl.data.pseudo_labels`);
 3. writes a derived raw dataset (labeled + pseudo-labeled cases) under a new ID
-   (:mod:`nnunetv2_scdl.data.derived_dataset`), copies D's plans to it with ``nnUNetv2_move_plans_between_datasets``
-   (same plans identifier, so ``-p`` is unchanged) and preprocesses it with ``nnUNetv2_preprocess``;
+   (:mod:`nnunetv2_scdl.data.derived_dataset`), extracts its fingerprint, copies D's plans to it with
+   ``nnUNetv2_move_plans_between_datasets`` (same plans identifier, so ``-p`` is unchanged) and preprocesses it with
+   ``nnUNetv2_preprocess``;
 4. trains the student with ``nnUNetv2_train`` on it and, if asked, fine-tunes the student on the labeled cases
    (``nnUNetTrainerSupervisedLabeledOnly`` with ``-pretrained_weights``).
 
@@ -574,11 +575,15 @@ class _Pipeline:
         os.makedirs(target, exist_ok=True)
         shutil.copyfile(os.path.join(self._raw(round_index), "dataset.json"), os.path.join(target, "dataset.json"))
         self.printer(f"copying {self.settings.plans} of {self.source.name} to {name} and preprocessing it")
+        derived_id = str(self.settings.derived_dataset_id + round_index - 1)
+        # nnU-Net's order for moving plans: the target's fingerprint (nnUNetv2_train copies it), the plans, preprocessing
+        self._run(console_command("nnUNetv2_extract_fingerprint") +
+                  ["-d", derived_id, "-np", str(self.settings.num_processes), "--clean"], logs / "fingerprint.log")
         self._run(console_command("nnUNetv2_move_plans_between_datasets") +
                   ["-s", self.source.name, "-t", name, "-sp", self.settings.plans, "-tp", self.settings.plans],
                   logs / "move_plans.log")
         self._run(console_command("nnUNetv2_preprocess") +
-                  ["-d", str(self.settings.derived_dataset_id + round_index - 1), "-plans_name", self.settings.plans,
+                  ["-d", derived_id, "-plans_name", self.settings.plans,
                    "-c", self.settings.configuration, "-np", str(self.settings.num_processes)],
                   logs / "preprocess.log")
         save_json(derived_splits(splits, pseudo_labeled), os.path.join(target, "splits_final.json"),
