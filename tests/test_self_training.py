@@ -95,13 +95,17 @@ def test_read_case_confidence_refuses_missing_truncated_or_mismatched_files(tmp_
 # the derived dataset
 # ----------------------------------------------------------------------------------------------------------------------
 def test_derived_splits_add_pseudo_labeled_cases_to_training_only():
-    source = [{"train": ["b", "a"], "val": ["v"], "unlabeled": ["u1", "u2"]}, {"train": ["a", "v"], "val": ["b"]}]
-    assert carried_labeled_cases(source) == ["a", "b", "v"]
-    assert derived_splits(source, ["u2"]) == [
-        {"train": ["a", "b", "u2"], "val": ["v"], PSEUDO_LABELED_KEY: ["u2"]},
-        {"train": ["a", "u2", "v"], "val": ["b"], PSEUDO_LABELED_KEY: ["u2"]}]
+    # fold 0 is the teacher's; u1 is unlabeled there, so its label is left out even where another fold trains on it
+    source = [{"train": ["b", "a"], "val": ["v"], "unlabeled": ["u1", "u2"]},
+              {"train": ["a", "u1"], "val": ["b", "v"], "unlabeled": ["u2"]}]
+    assert carried_labeled_cases(source, 0) == ["a", "b", "v"]
+    assert carried_labeled_cases(source, 1) == ["a", "b", "u1", "v"]
+    assert derived_splits(source, 0, ["u2", "u1"]) == [
+        {"train": ["a", "b", "u1", "u2"], "val": ["v"], PSEUDO_LABELED_KEY: ["u1", "u2"]},
+        {"train": ["a", "u1", "u2"], "val": ["b", "v"], PSEUDO_LABELED_KEY: ["u1", "u2"]}]
+    assert derived_splits(source, 0, [])[1] == {"train": ["a"], "val": ["b", "v"], PSEUDO_LABELED_KEY: []}
     with pytest.raises(ValueError, match="may not be training or validation"):
-        derived_splits(source, ["v"])
+        derived_splits(source, 0, ["v"])
     assert derived_dataset_name("Dataset004_Hippocampus", 7, 2) == "Dataset007_Hippocampus_selftrain2"
 
 

@@ -80,22 +80,26 @@ def training_case_files(raw_dataset_folder: str, dataset_json: dict) -> Dict[str
     return get_filenames_of_train_images_and_targets(raw_dataset_folder, copy.deepcopy(dataset_json))
 
 
-def carried_labeled_cases(source_splits: List[dict]) -> List[str]:
-    """The cases whose true labels the derived dataset keeps: every ``train`` and ``val`` case of the source split,
-    except any case an entry lists as ``unlabeled``."""
-    unlabeled = {c for entry in source_splits for c in entry.get("unlabeled", [])}
-    return sorted({c for entry in source_splits for c in entry["train"] + entry["val"]} - unlabeled)
+def carried_labeled_cases(source_splits: List[dict], fold: int) -> List[str]:
+    """The cases whose true labels the derived dataset keeps: the ``train`` and ``val`` cases of the fold, except
+    any case the fold lists as ``unlabeled``."""
+    entry = source_splits[fold]
+    return sorted((set(entry["train"]) | set(entry["val"])) - set(entry.get("unlabeled", [])))
 
 
-def derived_splits(source_splits: List[dict], pseudo_labeled: Sequence[str]) -> List[dict]:
-    """The derived ``splits_final.json``: each source entry with the pseudo-labeled cases added to ``train`` and
-    listed under ``pseudo_labeled``; ``val`` unchanged, the source's ``unlabeled`` lists dropped."""
-    clash = sorted(set(pseudo_labeled) & {c for e in source_splits for c in e["train"] + e["val"]})
+def derived_splits(source_splits: List[dict], fold: int, pseudo_labeled: Sequence[str]) -> List[dict]:
+    """The derived ``splits_final.json``: each source entry restricted to the cases the derived dataset has (see
+    :func:`carried_labeled_cases`), with the pseudo-labeled cases added to ``train`` and listed under
+    ``pseudo_labeled``; ``val`` keeps real labels only, and the source's ``unlabeled`` lists are dropped. Only entry
+    ``fold`` is the fold the teacher was trained on; the others are kept so that fold numbers stay the same."""
+    carried = set(carried_labeled_cases(source_splits, fold))
+    clash = sorted(set(pseudo_labeled) & carried)
     if clash:
         raise DerivedDatasetError(f"Pseudo-labeled cases may not be training or validation cases of the source split: "
                                   f"{clash}")
-    return [{"train": sorted(set(entry["train"]) | set(pseudo_labeled)), "val": sorted(entry["val"]),
-             PSEUDO_LABELED_KEY: sorted(pseudo_labeled)} for entry in source_splits]
+    return [{"train": sorted((set(entry["train"]) & carried) | set(pseudo_labeled)),
+             "val": sorted(set(entry["val"]) & carried), PSEUDO_LABELED_KEY: sorted(pseudo_labeled)}
+            for entry in source_splits]
 
 
 def _link(source: str, target: str) -> None:

@@ -125,9 +125,10 @@ def read_case_confidence(folder: str, case: str, file_ending: str, read_segmenta
     try:
         segmentation = np.asarray(read_segmentation(segmentation_file))
     except Exception as e:  # readers raise their own types (RuntimeError for SimpleITK)
-        first_line = (str(e).strip().splitlines() or [""])[0]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["unknown error"]
+        reason = next((line for line in lines if "ERROR" in line), lines[-1])  # SimpleITK: the line saying what
         raise PredictionFileError(f"{case}: unreadable {os.path.basename(segmentation_file)} "
-                                  f"({type(e).__name__}: {first_line})") from None
+                                  f"({type(e).__name__}: {reason})") from None
     if segmentation.shape[-probabilities.ndim + 1:] != probabilities.shape[1:]:
         raise PredictionFileError(f"{case}: segmentation shape {segmentation.shape} does not match the probabilities' "
                                   f"{probabilities.shape}")

@@ -554,7 +554,7 @@ class _Pipeline:
         name = self.derived_names[round_index - 1]
         file_ending = self.source.dataset_json["file_ending"]
         files = training_case_files(self.source.raw_folder, self.source.dataset_json)
-        labeled_ids = carried_labeled_cases(splits)
+        labeled_ids = carried_labeled_cases(splits, self.settings.fold)
         missing = [c for c in labeled_ids if c not in files]
         if missing:
             raise SelfTrainingError(f"Cases of the split are not training cases of {self.source.name}: {missing}")
@@ -586,7 +586,7 @@ class _Pipeline:
                   ["-d", derived_id, "-plans_name", self.settings.plans,
                    "-c", self.settings.configuration, "-np", str(self.settings.num_processes)],
                   logs / "preprocess.log")
-        save_json(derived_splits(splits, pseudo_labeled), os.path.join(target, "splits_final.json"),
+        save_json(derived_splits(splits, self.settings.fold, pseudo_labeled), os.path.join(target, "splits_final.json"),
                   sort_keys=False)
 
     # -- one round
@@ -648,7 +648,11 @@ class _Pipeline:
         rounds = self.settings.rounds
         progress = tqdm(total=rounds + 1, desc="self-training", unit="stage", dynamic_ncols=True)
         previous_printer = self.printer
-        self.printer = progress.write
+
+        def below_the_bar(line: str) -> None:
+            with tqdm.external_write_mode():
+                previous_printer(line)
+        self.printer = below_the_bar
         try:
             # claim round 1 first: the teacher's logs go to its work folder
             state = read_state(self._raw(1)) or {"settings": _round_settings(self.settings, self.source, 1),
