@@ -20,6 +20,7 @@ _OWN_CONSOLE_SCRIPTS = {
     "nnUNetv2_scdl_demo": "nnunetv2_scdl.cli.demo:main",
     "nnUNetv2_scdl_benchmark": "nnunetv2_scdl.cli.benchmark:main",
     "nnUNetv2_scdl_cpu_plans": "nnunetv2_scdl.cli.cpu_plans:main",
+    "nnUNetv2_scdl_self_train": "nnunetv2_scdl.cli.self_train:main",
 }
 # nnU-Net training lines worth echoing while a trainer runs
 TRAINING_PROGRESS = re.compile(r"(Epoch \d+$|_loss|Pseudo dice|Epoch time|ssl terms)")

@@ -22,11 +22,11 @@ from nnunetv2_scdl.training.ga_magicnet import (nnUNetTrainerGAMagicNet, nnUNetT
 from nnunetv2_scdl.training.generic_ssl import nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL
 from nnunetv2_scdl.training.mean_teacher import nnUNetTrainerMeanTeacher
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
-from nnunetv2_scdl.training.supervised import nnUNetTrainerSupervised
+from nnunetv2_scdl.training.supervised import nnUNetTrainerSupervised, nnUNetTrainerSupervisedLabeledOnly
 
 #: the hand-written trainers (the generated ones derive from these)
 BASE_TRAINERS: List[type] = [
-    nnUNetTrainerSupervised,
+    nnUNetTrainerSupervised, nnUNetTrainerSupervisedLabeledOnly,
     nnUNetTrainerMeanTeacher, nnUNetTrainerSCDL_MT,
     nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerSCDL_GACPS_paper,
     nnUNetTrainerDHC, nnUNetTrainerSCDL_DHC, nnUNetTrainerDHC_paper, nnUNetTrainerSCDL_DHC_paper,
