@@ -3,6 +3,7 @@ finding rule, the supervised learning curve and its protocol budget, export and 
 import json
 import math
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,8 +174,10 @@ def test_protocol_budget_rule():
     assert [round(d["delta"], 6) for d in decision["doublings"]] == [0.3, 0.005, -0.005]
     decision = protocol_budget(budget_points(curve([0.40, 0.70, 0.72])))
     assert decision["budget"] is None and decision["next"] == 4800
-    # a change of exactly one point does not qualify; a drop counts by its size
-    assert protocol_budget(budget_points(curve([0.70, 0.71])))["budget"] is None
+    # a change of exactly the tolerance does not qualify (0.25: exact in binary); a drop counts by its size
+    exact = [{"steps": 600, "mean_dice": 0.5}, {"steps": 1200, "mean_dice": 0.75}]
+    assert protocol_budget(exact, tolerance=0.25)["budget"] is None
+    assert protocol_budget(exact, tolerance=0.2501)["budget"] == 600
     assert protocol_budget(budget_points(curve([0.70, 0.695])))["budget"] == 600
     # budgets that are not doublings of each other give no decision
     odd = [summary(REFERENCE_TRAINER, 0, 0.5, epochs=40), summary(REFERENCE_TRAINER, 0, 0.5, epochs=60)]
@@ -309,3 +312,43 @@ def test_several_seeds_refuse_a_single_seed_folder(tmp_path):
     other = tmp_path / "multi"
     (other / "seed_0").mkdir(parents=True)
     assert benchmark.uses_seed_folders(args, other)  # a second invocation (tier 2) goes into seed_0
+
+
+def test_seeds_and_budgets_go_into_ordinary_folders(tmp_path, monkeypatch):
+    """The orchestration, with each single-seed run replaced by a folder as the runner leaves it: several seeds into
+    seed_<n> with a report over them, a second invocation adding a trainer to seed_0, a learning curve into
+    steps_<steps> with its report."""
+    runs, trained = [], {}
+
+    def fake_run(args, command):
+        runs.append((args.output, args.seed, args.epochs, list(args.trainers), command))
+        shutil.rmtree(args.output, ignore_errors=True)
+        args.output.mkdir(parents=True)
+        folder = trained.setdefault(args.output, {})  # the reference row is always added; trainers accumulate
+        for trainer in [REFERENCE_TRAINER] + args.trainers:
+            folder.setdefault(trainer, 0.5 + 0.01 * args.seed + 0.0001 * args.epochs + 0.1 * len(folder))
+        fake_run_folder(args.output, args.seed, folder, epochs=args.epochs)
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_run)
+    common = ["-d", "4", "--split", "s.json", "--iterations-per-epoch", "15"]
+    output = tmp_path / "tier1"
+    assert benchmark.main(common + ["--epochs", "10", "--seed", "0", "1", "--trainers", MT, "-o", str(output)]) == 0
+    assert [(r[0], r[1], r[3]) for r in runs] == [(output / "seed_0", 0, [MT]), (output / "seed_1", 1, [MT])]
+    assert runs[1][4] == (f"nnUNetv2_scdl_benchmark -d 4 --split s.json --epochs 10 --iterations-per-epoch 15 "
+                          f"--trainers {MT} --seed 1 -o {output / 'seed_1'}")
+    report = json.loads((output / "benchmark.json").read_text())
+    assert report["trainers"][MT]["seeds"] == [0, 1]
+    # tier 2 with one seed: into seed_0 of the same folder, and the report shows n = 1 for it
+    assert benchmark.main(common + ["--epochs", "10", "--seed", "0", "--trainers", DHC, "-o", str(output)]) == 0
+    assert runs[-1][0] == output / "seed_0"
+    report = json.loads((output / "benchmark.json").read_text())
+    assert report["trainers"][DHC]["seeds"] == [0] and report["trainers"][MT]["seeds"] == [0, 1]
+
+    runs.clear()
+    curve_folder = tmp_path / "curve"
+    assert benchmark.main(common + ["--learning-curve", "300", "150", "-o", str(curve_folder)]) == 0
+    assert [(r[0].name, r[1], r[2], r[3]) for r in runs] == [("steps_0150", 0, 10, [REFERENCE_TRAINER]),
+                                                            ("steps_0300", 0, 20, [REFERENCE_TRAINER])]
+    report = json.loads((curve_folder / "learning_curve.json").read_text())
+    assert [(b["steps"], b["epochs"]) for b in report["budgets"]] == [(150, 10), (300, 20)]
+    assert report["protocol"]["budget"] == 150  # doubling to 20 epochs adds 0.1 point

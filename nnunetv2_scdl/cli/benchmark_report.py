@@ -75,7 +75,7 @@ def run_folder_summaries(folder: Path) -> Tuple[List[dict], List[str]]:
         else:
             pending.append(f"{folder}: {trainer}")
     if not state["trainers"]:
-        pending.append(f"{folder}: no trainer started")
+        pending.append(f"{folder}: no trainer finished")
     return summaries, pending
 
 
@@ -110,10 +110,11 @@ def build_report(summaries: List[dict], output: Path, learning_curve: bool, sour
     from nnunetv2_scdl.evaluation.learning_curve import write_learning_curve
     from nnunetv2_scdl.evaluation.seed_report import write_seed_report
 
+    if not summaries:
+        raise ValueError("No finished trainer found in " + ", ".join(sources) + ": nothing to report"
+                         + (f" (not finished yet: {'; '.join(pending)})." if pending else "."))
     if learning_curve:
         return write_learning_curve(summaries, output, sources, pending)
-    if not summaries:
-        raise ValueError("No finished trainer found in " + ", ".join(sources) + ": nothing to report.")
     budgets = sorted({steps_of(s) for s in summaries})
     if len(budgets) > 1:
         raise ValueError(f"The runs have different budgets ({', '.join(map(str, budgets))} steps). Pass "
