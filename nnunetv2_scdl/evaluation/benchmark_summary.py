@@ -1,6 +1,7 @@
 """Trainer summaries: one small JSON per finished trainer and seed, from which every benchmark report can be rebuilt.
 
-A benchmark folder holds models, predictions and logs (gigabytes). A summary keeps what the reports need (a few kB):
+A benchmark folder holds models, predictions and logs (gigabytes). A summary keeps what the reports need (kilobytes,
+mostly the per-epoch pseudo Dice):
 
 - ``settings``: dataset, configuration, plans, split (labeled and validation case names, unlabeled count and a hash
   of their names), budget (epochs, iterations per epoch, pseudo-Dice batches), seed, device, mirroring, protocol and
@@ -115,7 +116,7 @@ def summary_path(root: Path, summary: dict, by_steps: bool = False) -> Path:
 
 
 def write_summary(summary: dict, path: Path) -> Path:
-    """Compact JSON (no indentation), a few kB; the ``source`` that loading adds is left out."""
+    """Compact JSON (no indentation); the ``source`` that loading adds is left out."""
     path.parent.mkdir(parents=True, exist_ok=True)
     content = {key: value for key, value in summary.items() if key != "source"}
     path.write_text(json.dumps(content, separators=(",", ":")) + "\n", encoding="utf-8")
