@@ -19,6 +19,7 @@ _OWN_CONSOLE_SCRIPTS = {
     "nnUNetv2_scdl_trainers_path": "nnunetv2_scdl.cli.trainers_path:main",
     "nnUNetv2_scdl_demo": "nnunetv2_scdl.cli.demo:main",
     "nnUNetv2_scdl_benchmark": "nnunetv2_scdl.cli.benchmark:main",
+    "nnUNetv2_scdl_benchmark_report": "nnunetv2_scdl.cli.benchmark_report:main",
     "nnUNetv2_scdl_cpu_plans": "nnunetv2_scdl.cli.cpu_plans:main",
     "nnUNetv2_scdl_self_train": "nnunetv2_scdl.cli.self_train:main",
 }
