@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_trainer
 
-from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.scdl.module import SCDL
 from nnunetv2_scdl.training.dhc import nnUNetTrainerDHC, nnUNetTrainerSCDL_DHC
 from nnunetv2_scdl.training.ga_cps import nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS
 from nnunetv2_scdl.training.ga_magicnet import nnUNetTrainerGAMagicNet, nnUNetTrainerSCDL_GAMagicNet
@@ -58,11 +58,9 @@ def test_paper_and_released_variants_build_their_networks(trainer_class, planned
     assert trainer_class.scdl_variant == "paper" and released_class.scdl_variant == "released"
     for cls in (trainer_class, released_class):
         network = build_network(planned_phantom, cls, seed=0)
-        scdl_unets = [m for m in network.modules() if isinstance(m, SCDLUNet)]
-        scdl_modules = {m.scdl for m in scdl_unets} | {getattr(network, "scdl", None)} - {None}
+        scdl_modules = [m for m in network.modules() if isinstance(m, SCDL)]
         assert scdl_modules and all(m.variant == cls.scdl_variant for m in scdl_modules)
-        prior_sites = sum(len(m.scdl.prior_projections) for m in scdl_unets) or \
-            len(getattr(network, "scdl").prior_projections)
+        prior_sites = sum(len(m.prior_projections) for m in scdl_modules)
         expected_mode = cls.scdl_network_options()["prior_mode"]
         assert (prior_sites > 0) == (expected_mode != "none"), (cls.__name__, expected_mode)
 

@@ -1,4 +1,4 @@
-"""GenericSSL's network with SCDL on the D_θ path (spec §5, §7.4): tokens from D_θ's last decoder feature, the prior
+"""GenericSSL's network with SCDL on the D_θ path: tokens from D_θ's last decoder feature, the prior
 injected at D_θ's full-resolution head. Trainer: ``nnUNetTrainerSCDL_GenericSSL``; user documentation:
 docs/generic_ssl.md.
 """
@@ -37,7 +37,7 @@ class _ThetaPath(nn.Module):
 
 class GenericSSLSCDLNet(GenericSSLNet):
     """``GenericSSLNet`` whose D_θ path (inference) carries SCDL: tokens from D_θ's last decoder feature, priors
-    injected at D_θ's full-resolution head (``prior_mode="head"``, spec §5/§7.4).
+    injected at D_θ's full-resolution head (``prior_mode="head"``).
 
     The SCDL machinery is an ``SCDLUNet`` around the image encoder and D_θ (shared modules, not copies). Only its
     ``scdl`` submodule is registered here, so the state dict is GenericSSLNet's plus ``scdl.*``.
