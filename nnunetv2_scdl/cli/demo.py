@@ -46,7 +46,6 @@ CONFIGURATION = "3d_fullres"
 SOURCE_PLANS = "nnUNetPlans"
 CPU_PLANS = "nnUNetPlans_cpu"
 FOLD = "0"
-DemoStepError = StepError  # the demo's name for it
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -68,7 +67,7 @@ def dice_per_class(reference_folder: Path, prediction_folder: Path, labels: Dict
         case = reference.name[:-len(file_ending)]
         prediction = prediction_folder / reference.name
         if not prediction.is_file():
-            raise DemoStepError(f"No prediction {prediction} for test case {case}.")
+            raise StepError(f"No prediction {prediction} for test case {case}.")
         metrics = compute_metrics(str(reference), str(prediction), SimpleITKIO(), list(foreground.values()))
         per_case[case] = {name: float(metrics["metrics"][value]["Dice"]) for name, value in foreground.items()}
     per_class = {name: float(np.nanmean([d[name] for d in per_case.values()])) for name in foreground}
@@ -99,7 +98,7 @@ def fresh_workdir(requested: Optional[str]) -> Path:
     if requested is not None:
         path = Path(requested).resolve()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise DemoStepError(f"--workdir {path} exists and is not empty; choose a new folder.")
+            raise StepError(f"--workdir {path} exists and is not empty; choose a new folder.")
         return path
     base = Path.cwd() / "nnunetv2_scdl_demo"
     path, counter = base, 2
@@ -154,7 +153,7 @@ def unknown_trainers(names: Sequence[str], ext_trainer_path: str) -> List[str]:
 
 
 def check_trainer_names(names: Sequence[str], ext_trainer_path: str) -> None:
-    """Raise :class:`DemoStepError` naming every trainer nnU-Net cannot find, with close matches among this
+    """Raise :class:`StepError` naming every trainer nnU-Net cannot find, with close matches among this
     package's trainers. The default trainers are not looked up (their import alone takes seconds)."""
     to_check = [n for n in dict.fromkeys(names) if n not in DEFAULT_TRAINERS]
     unknown = unknown_trainers(to_check, ext_trainer_path) if to_check else []
@@ -167,7 +166,7 @@ def check_trainer_names(names: Sequence[str], ext_trainer_path: str) -> None:
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=3)
         lines.append(f"  {name}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    raise DemoStepError("Unknown trainer(s) for --trainers; nnU-Net finds no class of this name in its own trainers "
+    raise StepError("Unknown trainer(s) for --trainers; nnU-Net finds no class of this name in its own trainers "
                         "or in nnUNet_extTrainer (" + ext_trainer_path + "):\n" + "\n".join(lines) +
                         "\nThis package's trainers are listed in its README (Semi-supervised trainers); add the "
                         "folder of your own trainers with --ext-trainer-dir.")
@@ -309,7 +308,7 @@ def main(argv=None) -> int:
         print("nnUNetv2_scdl_demo: error: --epochs, --iterations, --val-iterations, --labeled and --test must be "
               ">= 1", file=sys.stderr)
         return 2
-    return exit_code_of("nnUNetv2_scdl_demo", lambda: run_demo(args), (DemoStepError, FileExistsError, ValueError))
+    return exit_code_of("nnUNetv2_scdl_demo", lambda: run_demo(args), (StepError, FileExistsError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())
