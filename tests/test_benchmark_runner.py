@@ -4,9 +4,12 @@ import math
 import os
 
 import numpy as np
+import pytest
 from conftest import load_checkpoint
 
 from nnunetv2_scdl.cli.benchmark import STATE_FILE
+
+pytestmark = pytest.mark.slow  # trains through nnUNetv2_scdl_benchmark
 
 REFERENCE = "nnUNetTrainerSupervised"
 HOST = "nnUNetTrainerMeanTeacher"

@@ -6,8 +6,11 @@ plan_and_preprocess (fixture) → unlabeled preprocessing → nnUNetv2_train (SS
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import fold_folder, load_checkpoint, predict_test_cases, train, training_env
+
+pytestmark = pytest.mark.slow  # every test runs nnU-Net's commands
 
 TRAINER = "nnUNetTrainerMeanTeacher"
 

@@ -366,6 +366,7 @@ def test_missing_plans_or_configuration_say_to_plan_first(preprocessed_copy, cap
     assert "987" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_prints_the_error_without_traceback(phantom_copy, run_console):
     dataset = phantom_copy()
     shutil.rmtree(dataset.raw_folder / "imagesUnlabeled")
