@@ -9,6 +9,8 @@ from conftest import load_checkpoint
 
 from nnunetv2_scdl.cli.benchmark import STATE_FILE
 
+pytestmark = pytest.mark.slow  # trains through nnUNetv2_scdl_benchmark
+
 REFERENCE = "nnUNetTrainerSupervised"
 HOST = "nnUNetTrainerMeanTeacher"
 SCDL = "nnUNetTrainerSCDL_MT"

@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import fold_folder, load_checkpoint, predict_test_cases, train, training_env
 
+pytestmark = pytest.mark.slow  # every test runs nnU-Net's commands
+
 TRAINER = "nnUNetTrainerMeanTeacher"
 
 

@@ -64,6 +64,7 @@ def test_missing_unlabeled_data_names_the_command(phantom_copy):
         trainer.get_unlabeled_dataloader()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_class,ignore_label", [(nnUNetTrainerMeanTeacher, False),
                                                         (nnUNetTrainerMeanTeacher, True),
                                                         (nnUNetTrainerSCDL_MT, False)],
@@ -104,6 +105,7 @@ def test_training_steps_update_teacher_and_log_terms(phantom_copy, run_console, 
     trainer.on_train_end()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerMeanTeacher, nnUNetTrainerSCDL_MT])
 def test_checkpoint_restores_student_teacher_and_counters(phantom_copy, monkeypatch, tmp_path, trainer_class):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")

@@ -134,11 +134,6 @@ class SCDL(nn.Module):
         self.prior_projections = PriorProjections(3 * embed_dim, prior_channels)
         self.eval_cache = ParameterDerivedCache()
 
-    @property
-    def prior_dim(self) -> int:
-        """3D, the channel count of the concatenated priors."""
-        return 3 * self.embed_dim
-
     # ------------------------------------------------------------------------------------------------- forward
     def proxy_geometry(self) -> Tuple[Tensor, Tensor, Tensor]:
         """μ̂ [C, D], the mean unit sample mean_s p̂_{c,s} [C, D] and the unit samples r^dist uses [C, S_prior, D].
