@@ -66,7 +66,8 @@ def test_summary_table_values(records):
     assert rows["Supervised"][0] == "56.7" and rows["Supervised"][6] == "reference"
     assert rows["MeanTeacher"][0] == "60.7" and rows["MeanTeacher"][6] == "+4.0"
     assert rows["SCDL_MT"][3] == "35.0"  # tail Dice %
-    assert rows["SCDL_MT"][7] == "2.5" and rows["SCDL_MT"][8] == "1.50"  # minutes, s/it
+    assert rows["SCDL_MT"][7] == "100"  # optimiser steps
+    assert rows["SCDL_MT"][8] == "2.5" and rows["SCDL_MT"][9] == "1.50"  # minutes, s/it
     records[1].evaluation["summary"]["paper"] = {"mean": {"dice": 0.5, "asd_voxels": 3.0}}
     rows = table_rows(summary_table(records))
     assert rows["MeanTeacher"][6:8] == ["50.0", "3.00"] and rows["Supervised"][6:8] == ["n/a", "n/a"]

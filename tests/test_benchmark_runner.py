@@ -1,4 +1,6 @@
-"""``nnUNetv2_scdl_benchmark`` end to end on the phantom: train, predict, evaluate, report; resume; refuse changes."""
+"""``nnUNetv2_scdl_benchmark`` end to end on the phantom: train, predict, evaluate, report; resume; refuse changes;
+the self-training rows (their own nnU-Net folders, the reference as teacher, every model's steps counted)."""
+import hashlib
 import json
 import math
 import os
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.slow  # trains through nnUNetv2_scdl_benchmark
 REFERENCE = "nnUNetTrainerSupervised"
 HOST = "nnUNetTrainerMeanTeacher"
 SCDL = "nnUNetTrainerSCDL_MT"
+SELF_TRAINING, SELF_TRAINING_HALF = "SelfTraining", "SelfTrainingHalfBudget"
 
 
 def independent_mean_dice(prediction_folder, reference_folder, labels):
@@ -44,21 +47,43 @@ def interrupt_after_first_epoch(fold):
         os.remove(fold / name)
 
 
+def tree_digest(*folders):
+    """Hash of every path, link target and file content under ``folders``."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            digest.update(str(path).encode())
+            if path.is_symlink():
+                digest.update(os.readlink(path).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @pytest.mark.slow
-def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_copy, run_console, tmp_path):
+def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_copy, nnunet_folders, run_console,
+                                                                     tmp_path):
     dataset = phantom_copy()
     cases = sorted(dataset.labeled)
     split_file = tmp_path / "split.json"
-    split_file.write_text(json.dumps({"labeled": cases[:2], "unlabeled": cases[2:4], "val": cases[4:]}))
+    split = {"labeled": cases[:2], "unlabeled": cases[2:4], "val": cases[4:]}
+    split_file.write_text(json.dumps(split))
     output = tmp_path / "benchmark"
     base = ["-d", dataset.dataset_id, "--split", split_file, "-c", dataset.configuration, "-p", dataset.cpu_plans,
             "--epochs", 2, "--iterations-per-epoch", 2, "--val-iterations", 1, "-o", output, "-device", "cpu",
             "-np", 1]
-    env = {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0"}
-    run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST], env=env)
+    # a teacher of 4 steps is not confident: keep every case it gives foreground
+    env = {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0", "SCDL_SELF_TRAINING_MIN_CONFIDENCE": "0"}
+    for case in split["unlabeled"]:  # self-training must not read them: what would, fails
+        (dataset.raw_folder / "labelsTr" / f"{case}.nii.gz").write_bytes(b"not a label file")
+        (dataset.preprocessed_folder / "gt_segmentations" / f"{case}.nii.gz").write_bytes(b"not a label file")
+    user_roots = (nnunet_folders.raw, nnunet_folders.preprocessed, nnunet_folders.results)
+    user_datasets = sorted(p.name for root in user_roots for p in root.iterdir())
+    source_digest = tree_digest(dataset.raw_folder)
+    run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SELF_TRAINING], env=env, timeout=1800)
 
     state = json.loads((output / STATE_FILE).read_text())
-    assert list(state["trainers"]) == [REFERENCE, HOST]  # the reference row is always added, first
+    assert list(state["trainers"]) == [REFERENCE, HOST, SELF_TRAINING]  # the reference row is always added, first
     assert all(entry["predicted"] and entry["evaluated"] for entry in state["trainers"].values())
     assert state["settings"]["split"]["labeled"] == cases[:2]
     folders = {t: output / "nnUNet_results" / dataset.dataset_name / f"{t}__{dataset.cpu_plans}__3d_fullres" /
@@ -93,26 +118,71 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     assert "## When each class was learned" in markdown and (output / "benchmark_pseudo_dice.png").is_file()
     assert report["trainers"][REFERENCE]["pseudo_dice_per_epoch"] == reference_curve
 
-    # resume a half-finished benchmark: the host as if interrupted after its first epoch, and SCDL added
+    # self-training: the reference is the teacher (not retrained), the student trains with the same budget in the
+    # row's own nnU-Net folders; the row counts both models' steps, time and pseudo Dice
+    row = state["trainers"][SELF_TRAINING]
+    assert [(m["role"], m["steps"]) for m in row["training"]["models"]] == [("teacher (the reference)", 4),
+                                                                             ("student", 4)]
+    assert row["training"]["steps"] == 8 and row["predicted"] and row["evaluated"]
+    assert row["training"]["pseudo_dice"] == reference_curve + row["training"]["pseudo_dice"][2:]
+    assert len(row["training"]["pseudo_dice"]) == 4
+    row_results = output / "self_training" / SELF_TRAINING / "nnUNet_results"
+    derived = row["training"]["final_model"]["dataset"]
+    assert derived.endswith("_selftrain1") and row["training"]["final_model"]["trainer"] == REFERENCE
+    student = row_results / derived / f"{REFERENCE}__{dataset.cpu_plans}__3d_fullres" / "fold_0"
+    assert load_checkpoint(student)["current_epoch"] == 2
+    assert not (row_results / dataset.dataset_name).exists()  # no teacher trained
+    assert row["training"]["seconds"] == pytest.approx(
+        state["trainers"][REFERENCE]["training"]["seconds"] + row["training"]["models"][1]["seconds"], abs=0.1)
+    (entry,) = json.loads((output / "self_training" / SELF_TRAINING / "nnUNet_preprocessed" / derived /
+                           "splits_final.json").read_text())
+    assert entry["train"] == sorted(split["labeled"] + entry["pseudo_labeled"]) and entry["val"] == split["val"]
+    assert entry["pseudo_labeled"] and set(entry["pseudo_labeled"]) <= set(split["unlabeled"] + dataset.unlabeled)
+    # nothing landed among the user's nnU-Net datasets
+    assert sorted(p.name for root in user_roots for p in root.iterdir()) == user_datasets
+    assert sorted(p.name for p in (output / "predictions" / SELF_TRAINING).glob("*.nii.gz")) == \
+        [f"{c}.nii.gz" for c in cases[4:]]
+    ours = report["trainers"][SELF_TRAINING]["summary"]["original"]["mean"]["dice"]
+    assert abs(ours - independent_mean_dice(output / "predictions" / SELF_TRAINING, output / "inputs" / "labelsVal",
+                                            labels)) < 1e-6
+    assert report["trainers"][SELF_TRAINING]["iterations"] == 8
+    assert "| SelfTraining | teacher (the reference) 4 + student 4 | 8 | 4 | 2× the reference's |" in markdown
+
+    # resume a half-finished benchmark: the host as if interrupted after its first epoch, SCDL and self-training at
+    # half the budget added, and the self-training row as if interrupted before the runner recorded it
     reference_checkpoint = folders[REFERENCE] / "checkpoint_final.pth"
     reference_mtime = os.path.getmtime(reference_checkpoint)
+    student_mtime = os.path.getmtime(student / "checkpoint_final.pth")
     interrupt_after_first_epoch(folders[HOST])
     state["trainers"].pop(HOST)
+    state["trainers"].pop(SELF_TRAINING)
     state["trainers"][REFERENCE]["training"].pop("pseudo_dice")  # as written by an older runner
     (output / STATE_FILE).write_text(json.dumps(state))
-    run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SCDL], env=env)
+    resumed = run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SCDL, SELF_TRAINING,
+                                                             SELF_TRAINING_HALF], env=env, timeout=1800)
     assert os.path.getmtime(reference_checkpoint) == reference_mtime  # not retrained
+    assert os.path.getmtime(student / "checkpoint_final.pth") == student_mtime  # every stage skipped
+    assert "the teacher's predictions are scored already" in resumed.stdout
+    assert tree_digest(dataset.raw_folder) == source_digest
     host_log = (output / "logs" / f"train_{HOST}.log").read_text()
     assert "Epoch 1" in host_log and "Epoch 0\n" not in host_log  # continued from checkpoint_latest
     assert load_checkpoint(folders[SCDL])["current_epoch"] == 2
     report = json.loads((output / "benchmark.json").read_text())
-    assert list(report["trainers"]) == [REFERENCE, HOST, SCDL]
+    assert list(report["trainers"]) == [REFERENCE, HOST, SCDL, SELF_TRAINING, SELF_TRAINING_HALF]
+    # half the budget each: the teacher (1 epoch) trained in the row's own folders; as many steps as the reference
+    half = json.loads((output / STATE_FILE).read_text())["trainers"][SELF_TRAINING_HALF]["training"]
+    assert [(m["role"], m["steps"]) for m in half["models"]] == [("teacher", 2), ("student", 2)]
+    half_teacher = output / "self_training" / SELF_TRAINING_HALF / "nnUNet_results" / dataset.dataset_name / \
+        f"{REFERENCE}__{dataset.cpu_plans}__3d_fullres" / "fold_0"
+    assert load_checkpoint(half_teacher)["current_epoch"] == 1
+    assert report["trainers"][SELF_TRAINING_HALF]["iterations"] == 4
     state = json.loads((output / STATE_FILE).read_text())
     assert state["trainers"][REFERENCE]["training"]["pseudo_dice"] == reference_curve  # filled in from the checkpoint
     (effect,) = report["scdl_effect"]
     assert effect["host"] == HOST and effect["scdl"] == SCDL
     markdown = (output / "benchmark.md").read_text()
     assert "| MeanTeacher |" in markdown.split("What SCDL adds")[1]
+    assert "| SelfTrainingHalfBudget | teacher 2 + student 2 | 4 | 4 | equal total steps |" in markdown
     # both commands are named: the first alone would not reproduce the appended trainer
     assert len(report["commands"]) == 2 and SCDL not in report["commands"][0] and SCDL in report["commands"][1]
     assert all(f"`{c}`" in markdown for c in report["commands"])

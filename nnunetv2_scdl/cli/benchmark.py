@@ -15,6 +15,13 @@ own ``<output>/nnUNet_results`` so that different benchmarks never share a model
 3. the evaluation of ``nnUNetv2_scdl_evaluate`` (Dice, ASSD, HD95, papers' protocol; head/tail classes from the
    labeled cases' labels), written next to the predictions.
 
+Two rows are nnU-Net self-training rather than a trainer (``--trainers SelfTraining SelfTrainingHalfBudget``; see
+docs/benchmark.md): :func:`nnunetv2_scdl.training.self_training.run_self_training` trains a teacher and a student of
+the reference trainer, in ``<output>/self_training/<row>/`` (its own nnU-Net folders), and the student is predicted
+and evaluated like every other row. ``SelfTraining`` reuses the reference as its teacher and gives the student the
+same budget (twice the reference's steps in all); ``SelfTrainingHalfBudget`` gives teacher and student half the
+budget each (the reference's steps in all).
+
 Before that it writes the split as ``splits_final.json``, runs ``nnUNetv2_preprocess`` if the plans' data are missing,
 and ``nnUNetv2_scdl_preprocess_unlabeled``. After each trainer it rewrites ``<output>/benchmark.md`` (tables),
 ``benchmark.json`` (every number) and three plots (per-class Dice, Dice against time, pseudo Dice per epoch). Run the
@@ -45,7 +52,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -56,10 +63,12 @@ from nnunetv2_scdl.cli.benchmark_report import (STATE_FILE, collect_summaries, e
                                                report_sources, seed_folder, seed_subfolders, steps_folder)
 from nnunetv2_scdl.cli.evaluate import OUTPUT_STEM
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, LEARNED_SUSTAIN, LEARNED_THRESHOLD,
-                                                       REFERENCE_TRAINER, TrainerRecord, check_comparable,
-                                                       has_paper_protocol, learned_epoch_table, per_class_table,
-                                                       plot_benchmark, plot_learning_curves, scdl_effect,
-                                                       scdl_effect_table, summary_table)
+                                                       REFERENCE_TRAINER, SELF_TRAINING, SELF_TRAINING_HALF_BUDGET,
+                                                       SELF_TRAINING_NOTE, SELF_TRAINING_ROWS, TrainerRecord,
+                                                       check_comparable, has_paper_protocol, learned_epoch_table,
+                                                       per_class_table, plot_benchmark, plot_learning_curves,
+                                                       scdl_effect, scdl_effect_table, self_training_table,
+                                                       summary_table)
 
 FOLD = "0"
 # settings that must match to resume an output folder (the trainer list may grow)
@@ -95,6 +104,10 @@ class BenchmarkPaths:
     def predictions(self, trainer: str) -> Path:
         return self.output / "predictions" / trainer
 
+    def self_training(self, row: str) -> Path:
+        """The nnU-Net folders (raw, preprocessed, results) of a self-training row."""
+        return self.output / "self_training" / row
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # settings, state, environment
@@ -112,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trainers", nargs="+", default=None,
                         help=f"trainer class names (default: all {len(BENCHMARK_TRAINERS)}: the supervised "
                              f"reference and every semi-supervised trainer with and without SCDL). "
-                             f"{REFERENCE_TRAINER} is always added as the reference row.")
+                             f"{REFERENCE_TRAINER} is always added as the reference row. {SELF_TRAINING} and "
+                             f"{SELF_TRAINING_HALF_BUDGET} add nnU-Net self-training rows: teacher and student each "
+                             f"with the budget (the reference is the teacher), or each with half of it")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per trainer (SCDL_NUM_EPOCHS); required unless --learning-curve")
     parser.add_argument("--iterations-per-epoch", type=int, required=True,
@@ -310,16 +325,122 @@ def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: Benc
 
 
 def predict(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
-            printer) -> Path:
+            printer, final_model: Optional[dict] = None) -> Path:
+    """Predict the validation cases with the row's model: ``trainer`` on ``dataset_name``, or for a self-training row
+    its ``final_model`` (``dataset`` and ``trainer``, in the row's own ``nnUNet_results``)."""
     output = paths.predictions(trainer)
+    model_dataset, model_trainer = dataset_name, trainer
+    if final_model is not None:
+        model_dataset, model_trainer = final_model["dataset"], final_model["trainer"]
+        env = dict(env, nnUNet_results=str(paths.self_training(trainer) / "nnUNet_results"))
     command = console_command("nnUNetv2_predict") + [
-        "-i", str(paths.images), "-o", str(output), "-d", dataset_name, "-c", args.configuration, "-tr", trainer,
-        "-p", args.plans, "-f", FOLD, "-chk", "checkpoint_final.pth", "-device", args.device,
+        "-i", str(paths.images), "-o", str(output), "-d", model_dataset, "-c", args.configuration, "-tr",
+        model_trainer, "-p", args.plans, "-f", FOLD, "-chk", "checkpoint_final.pth", "-device", args.device,
         "-npp", "1", "-nps", str(max(1, args.num_processes // 2)), "--continue_prediction"]
     if not args.tta:
         command.append("--disable_tta")
     run_logged(command, env, paths.logs / f"predict_{trainer}.log", verbose=args.verbose, printer=printer)
     return output
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# self-training rows
+# ----------------------------------------------------------------------------------------------------------------------
+def self_training_budgets(row: str, args: argparse.Namespace):
+    """(teacher budget, student budget) of a self-training row; the teacher budget is None where the reference, trained
+    with the runner's budget, is the teacher. With half the budget each and odd epochs, the teacher gets the extra
+    epoch: its pseudo-labels are what the student learns from."""
+    from nnunetv2_scdl.training.self_training import TrainingBudget
+
+    budget = TrainingBudget(args.epochs, args.iterations_per_epoch, args.val_iterations)
+    if row == SELF_TRAINING:
+        return None, budget
+    return replace(budget, epochs=math.ceil(args.epochs / 2)), replace(budget, epochs=args.epochs // 2)
+
+
+#: the pseudo-label selection of the self-training rows (docs/self_training.md); like every SCDL_* variable, part of
+#: the benchmark folder's settings
+SELF_TRAINING_SELECTION_VARIABLES = {"min_confidence": "SCDL_SELF_TRAINING_MIN_CONFIDENCE",
+                                     "keep_fraction": "SCDL_SELF_TRAINING_KEEP_FRACTION"}
+
+
+def self_training_selection(env: Dict[str, str]) -> Dict[str, float]:
+    """``min_confidence`` and ``keep_fraction`` from ``SCDL_SELF_TRAINING_*``, self-training's defaults otherwise."""
+    from nnunetv2_scdl.data.pseudo_labels import DEFAULT_KEEP_FRACTION, DEFAULT_MIN_CONFIDENCE
+
+    selection = {"min_confidence": DEFAULT_MIN_CONFIDENCE, "keep_fraction": DEFAULT_KEEP_FRACTION}
+    for key, variable in SELF_TRAINING_SELECTION_VARIABLES.items():
+        if env.get(variable, "").strip():
+            try:
+                selection[key] = float(env[variable])
+            except ValueError:
+                raise StepError(f"{variable}={env[variable]!r} is not a number.") from None
+    return selection
+
+
+def derived_dataset_id(dataset_name: str) -> int:
+    """The derived dataset's ID. The row's own nnU-Net folders hold only the source dataset besides it, so any other
+    ID is free: 999, or 998 for a source numbered 999."""
+    return 998 if dataset_id_of(dataset_name) == "999" else 999
+
+
+def self_training_folders(paths: BenchmarkPaths, row: str, dataset_name: str) -> Dict[str, str]:
+    """The row's own ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results``, with the source dataset linked
+    into the first two (self-training only reads the source), so the derived dataset never lands among yours."""
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+
+    folders = {}
+    for variable, source_root in (("nnUNet_raw", nnUNet_raw), ("nnUNet_preprocessed", nnUNet_preprocessed),
+                                  ("nnUNet_results", None)):
+        folder = paths.self_training(row) / variable
+        folder.mkdir(parents=True, exist_ok=True)
+        if source_root is not None:
+            link, source = folder / dataset_name, (Path(source_root) / dataset_name).resolve()
+            if link.is_symlink() and Path(os.readlink(link)) != source:  # the user's folders moved
+                link.unlink()
+            if not link.is_symlink():
+                link.symlink_to(source, target_is_directory=True)
+        folders[variable] = str(folder)
+    return folders
+
+
+def train_self_training(row: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths,
+                        env: Dict[str, str], printer) -> dict:
+    """Run (or resume) the self-training of ``row``; return its training entry: the models' summed epoch time, epochs
+    and optimiser steps, their pseudo Dice one after the other, each model (``models``) and the model that predicts
+    (``final_model``)."""
+    from nnunetv2_scdl.training.self_training import SelfTrainingSettings, run_self_training
+
+    teacher_budget, student_budget = self_training_budgets(row, args)
+    teacher_folder = None
+    if teacher_budget is None:  # the reference row's model: same trainer, budget, seed and environment
+        teacher_folder = str(train(REFERENCE_TRAINER, dataset_name, args, paths, env, printer).parent)
+    settings = SelfTrainingSettings(
+        dataset=dataset_name, configuration=args.configuration, fold=int(FOLD),
+        derived_dataset_id=derived_dataset_id(dataset_name), plans=args.plans, teacher_trainer=REFERENCE_TRAINER,
+        student_trainer=REFERENCE_TRAINER, teacher_model_folder=teacher_folder, teacher_budget=teacher_budget,
+        student_budget=student_budget, seed=args.seed, final_validation=False, device=args.device, tta=args.tta,
+        num_processes=args.num_processes, verbose=args.verbose, **self_training_selection(env))
+    printer(f"  self-training {row}: teacher " + (f"{REFERENCE_TRAINER} (the reference row's model)"
+                                                  if teacher_folder else f"{teacher_budget.optimiser_steps} steps")
+            + f", student {student_budget.optimiser_steps} steps, in {paths.self_training(row)}")
+    result = run_self_training(settings, dict(env, **self_training_folders(paths, row, dataset_name)),
+                               lambda line: printer(f"  {line}"))
+    entry = {"seconds": 0.0, "epochs": 0, "steps": 0, "pseudo_dice": [], "models": []}
+    for model in result.models:
+        trained = training_summary(Path(model.checkpoint))
+        # the steps the pipeline read from the model's log; the runner's own count where the log does not say
+        steps = model.optimiser_steps if model.optimiser_steps is not None else \
+            trained["epochs"] * args.iterations_per_epoch
+        role = "teacher (the reference)" if model.role == "teacher" and teacher_folder else model.role
+        entry["models"].append({"role": role, "dataset": model.dataset, "trainer": model.trainer, "steps": steps,
+                                "epochs": trained["epochs"], "seconds": round(trained["seconds"], 1)})
+        entry["seconds"] += trained["seconds"]
+        entry["epochs"] += trained["epochs"]
+        entry["steps"] += steps
+        entry["pseudo_dice"] += trained["pseudo_dice"]
+    entry["final_model"] = {"dataset": result.final_model.dataset, "trainer": result.final_model.trainer}
+    return entry
 
 
 def evaluate(trainer: str, dataset, split, args: argparse.Namespace, paths: BenchmarkPaths) -> dict:
@@ -350,11 +471,14 @@ def records_in_order(state: dict, trainers: List[str], paths: BenchmarkPaths) ->
         entry = state["trainers"].get(trainer, {})
         evaluation_file = paths.predictions(trainer) / f"{OUTPUT_STEM}.json"
         if entry.get("evaluated") and evaluation_file.is_file():
-            iterations = state["settings"]["epochs"] * state["settings"]["iterations_per_epoch"]
+            # a self-training row counts the steps of all its models
+            iterations = entry["training"].get("steps") or \
+                state["settings"]["epochs"] * state["settings"]["iterations_per_epoch"]
             records.append(TrainerRecord(trainer, json.loads(evaluation_file.read_text()),
                                          entry["training"]["seconds"], iterations,
                                          entry["training"].get("pseudo_dice"),
-                                         iterations_per_epoch=state["settings"]["iterations_per_epoch"]))
+                                         iterations_per_epoch=state["settings"]["iterations_per_epoch"],
+                                         models=entry["training"].get("models")))
     return records
 
 
@@ -380,7 +504,7 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
         f"- Split: `{split['file']}`: {len(split['labeled'])} labeled, {len(split['unlabeled'])} unlabeled, "
         f"{len(split['val'])} validation cases (evaluated).",
         f"- Plans: `{settings['plans']}`, configuration `{settings['configuration']}`, fold {FOLD}.",
-        f"- Budget per trainer: {settings['epochs']} epochs × {settings['iterations_per_epoch']} iterations = "
+        f"- Budget per trainer (per model of a self-training row): {settings['epochs']} epochs × {settings['iterations_per_epoch']} iterations = "
         f"{settings['epochs'] * settings['iterations_per_epoch']} optimiser steps; seed {settings['seed']}; device "
         f"{settings['device']}; prediction {'with' if settings['tta'] else 'without'} mirroring.",
         f"- Tail classes ({TAIL_NOTE}): {', '.join(tail_names) or 'none'}.",
@@ -397,8 +521,11 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
                  if has_paper_protocol(records) else ""), "",
               "## Per-class Dice %", "", per_class_table(records), "",
               f"{TAIL_MARK_NOTE}", "",
-              "## What SCDL adds to each host", "", scdl_effect_table(records), "",
-              "![per-class Dice](benchmark_dice_per_class.png)", "", "![Dice vs time](benchmark_dice_vs_time.png)", ""]
+              "## What SCDL adds to each host", "", scdl_effect_table(records), ""]
+    budgets = self_training_table(records)
+    if budgets:
+        lines += ["## Self-training: optimiser steps", "", SELF_TRAINING_NOTE, "", budgets, ""]
+    lines += ["![per-class Dice](benchmark_dice_per_class.png)", "", "![Dice vs time](benchmark_dice_vs_time.png)", ""]
     if has_curves:
         lines += ["## When each class was learned", "",
                   f"First epoch (from 0) from which the pseudo Dice stayed at or above {LEARNED_THRESHOLD:g} for "
@@ -410,7 +537,8 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
     (paths.output / "benchmark.json").write_text(json.dumps({
         "settings": settings, "commands": commands,
         "trainers": {r.trainer: {"training_seconds": r.training_seconds, "iterations": r.iterations,
-                                 "pseudo_dice_per_epoch": r.pseudo_dice, "summary": r.evaluation["summary"]}
+                                 "pseudo_dice_per_epoch": r.pseudo_dice, "summary": r.evaluation["summary"],
+                                 **({"models": r.models} if r.models else {})}
                      for r in records},
         "class_groups": evaluation["class_groups"], "classes": evaluation["classes"],
         "scdl_effect": scdl_effect(records)}, indent=1))
@@ -450,11 +578,14 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                 for step in ("predicted", "evaluated"):
                     entry.pop(step, None)
                 started = time.monotonic()
-                fold = train(trainer, dataset.name, args, paths, env, steps.write)
-                entry["training"] = training_summary(fold / "checkpoint_final.pth")
+                if trainer in SELF_TRAINING_ROWS:
+                    entry["training"] = train_self_training(trainer, dataset.name, args, paths, env, steps.write)
+                else:
+                    fold = train(trainer, dataset.name, args, paths, env, steps.write)
+                    entry["training"] = training_summary(fold / "checkpoint_final.pth")
                 entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
                 save_state(paths, state)
-            elif "pseudo_dice" not in entry["training"]:  # trained before the runner kept the learning curve
+            elif "pseudo_dice" not in entry["training"] and trainer not in SELF_TRAINING_ROWS:  # trained before the runner kept the learning curve
                 checkpoint = fold_folder(paths, dataset.name, trainer, args.plans, args.configuration) / \
                     "checkpoint_final.pth"
                 if checkpoint.is_file():
@@ -463,7 +594,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
             steps.update()
             steps.set_description(f"{trainer}: predict")
             if not entry.get("predicted"):
-                predict(trainer, dataset.name, args, paths, env, steps.write)
+                predict(trainer, dataset.name, args, paths, env, steps.write, entry["training"].get("final_model"))
                 entry["predicted"] = True
                 save_state(paths, state)
             steps.update()
@@ -503,6 +634,9 @@ def check_options(args: argparse.Namespace) -> None:
     if args.learning_curve is None:
         if args.epochs is None:
             raise StepError("--epochs is required (or --learning-curve STEPS ... for the supervised budget search).")
+        if SELF_TRAINING_HALF_BUDGET in (args.trainers or ()) and args.epochs < 2:
+            raise StepError(f"{SELF_TRAINING_HALF_BUDGET} splits --epochs between teacher and student; it needs at "
+                            f"least 2 epochs (got {args.epochs}).")
         return
     if args.epochs is not None:
         raise StepError("--learning-curve sets the epochs of each budget (STEPS / --iterations-per-epoch); leave out "

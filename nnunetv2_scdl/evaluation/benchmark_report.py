@@ -7,6 +7,7 @@ Input: one :class:`TrainerRecord` per trainer, holding its evaluation as written
   against the supervised reference, and training time;
 - per-class Dice, tail classes marked with †, the best trainer per class in bold;
 - the effect of SCDL: each host trainer against its SCDL variant;
+- the budget of the self-training rows: each model's optimiser steps, the total, and the reference's steps;
 - when each trainer learned each class: the first epoch from which its pseudo Dice (nnU-Net's per-epoch validation
   Dice on patches) stayed above a threshold;
 - plots: per-class Dice for every trainer, mean Dice against training time, and the head- and tail-class pseudo Dice
@@ -31,6 +32,12 @@ SCDL_PAIRS: Tuple[Tuple[str, str], ...] = (
 )
 #: every trainer a full benchmark runs
 BENCHMARK_TRAINERS: Tuple[str, ...] = (REFERENCE_TRAINER,) + tuple(name for pair in SCDL_PAIRS for name in pair)
+#: rows that nnU-Net self-training fills (docs/self_training.md): a teacher and a student of REFERENCE_TRAINER.
+#: SELF_TRAINING: teacher (the reference itself) and student each get the runner's budget B, 2B steps in all;
+#: SELF_TRAINING_HALF_BUDGET: teacher and student get half of B each, B steps in all, as many as the reference
+SELF_TRAINING = "SelfTraining"
+SELF_TRAINING_HALF_BUDGET = "SelfTrainingHalfBudget"
+SELF_TRAINING_ROWS: Tuple[str, ...] = (SELF_TRAINING, SELF_TRAINING_HALF_BUDGET)
 TAIL_MARK = "†"
 #: a class counts as learned from the first epoch whose pseudo Dice reaches this value...
 LEARNED_THRESHOLD = 0.1
@@ -44,13 +51,16 @@ class TrainerRecord:
     durations from the checkpoint's log (setup and final validation excluded); ``iterations``: optimiser steps.
     ``pseudo_dice``: nnU-Net's per-epoch pseudo Dice, [epochs][foreground classes in label order] (NaN where a class
     was absent from the epoch's validation patches); ``None`` when unknown. ``iterations_per_epoch``: optimiser steps
-    per epoch, to express epochs as steps; ``None`` when unknown."""
+    per epoch, to express epochs as steps; ``None`` when unknown. ``models``: for a row made of several trained models
+    (self-training), each model's ``role``, ``trainer``, ``steps`` and ``seconds`` in training order; ``iterations``,
+    ``training_seconds`` and ``pseudo_dice`` are then those of all models together, one after the other."""
     trainer: str
     evaluation: dict
     training_seconds: float
     iterations: int
     pseudo_dice: Optional[List[List[float]]] = None
     iterations_per_epoch: Optional[int] = None
+    models: Optional[List[dict]] = None
 
     def pseudo_dice_by_label(self) -> Optional[Dict[int, np.ndarray]]:
         """``{label: pseudo Dice per epoch}``; ``None`` if unknown or if its classes do not match the evaluation's."""
@@ -86,7 +96,9 @@ def colour_index(trainer: str, position: int) -> int:
     for hue, pair in enumerate(SCDL_PAIRS):
         if trainer in pair:
             return 2 * hue + (0 if trainer == pair[1] else 1)
-    spare = (10, 11, 12, 13, 16, 17, 18, 19, 15)  # brown, pink, olive, cyan shades, light grey
+    if trainer in SELF_TRAINING_ROWS:
+        return 10 + SELF_TRAINING_ROWS.index(trainer)  # brown: dark at 2B steps, light at B steps
+    spare = (12, 13, 16, 17, 18, 19, 15)  # pink, olive, cyan shades, light grey
     return spare[position % len(spare)]
 
 
@@ -121,12 +133,12 @@ def has_paper_protocol(records: Sequence[TrainerRecord]) -> bool:
 
 def summary_table(records: Sequence[TrainerRecord]) -> str:
     """Mean/head/tail Dice %, ASSD/HD95 mm, the paper protocol (when evaluated), Δ mean Dice against the reference,
-    training time."""
+    optimiser steps (all models of a row together), training time."""
     reference = next((r for r in records if r.trainer == REFERENCE_TRAINER), None)
     paper = has_paper_protocol(records)
     header = ["trainer", "Dice %", "± (cases)", "head Dice %", "tail Dice %", "ASSD mm", "HD95 mm"]
     header += ["Dice % (paper)", "ASD vox (paper)"] if paper else []
-    header += ["Δ Dice vs supervised", "train min", "s/it"]
+    header += ["Δ Dice vs supervised", "steps", "train min", "s/it"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for r in records:
         delta = (r.metric("original", "mean", "dice") - reference.metric("original", "mean", "dice")
@@ -139,7 +151,7 @@ def summary_table(records: Sequence[TrainerRecord]) -> str:
         if paper:
             cells += [_fmt(r.metric("paper", "mean", "dice"), 100),
                       _fmt(r.metric("paper", "mean", "asd_voxels"), digits=2)]
-        cells += ["reference" if r is reference else _fmt(delta, 100, signed=True),
+        cells += ["reference" if r is reference else _fmt(delta, 100, signed=True), str(r.iterations),
                   _fmt(r.training_seconds / 60), _fmt(r.training_seconds / max(1, r.iterations), digits=2)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -200,6 +212,52 @@ def scdl_effect_table(records: Sequence[TrainerRecord]) -> str:
             _fmt(e["delta_tail"], 100, signed=True), f"{e['classes_better']} / {e['classes_worse']}",
             _fmt(e["time_ratio"], digits=2)]) + " |")
     return "\n".join(lines)
+
+
+SELF_TRAINING_NOTE = (
+    "Self-training rows count every model they trained: teacher plus student. Their optimiser steps, training time "
+    "and pseudo-Dice curve are those of the teacher followed by the student. SelfTraining gives each model the "
+    "supervised reference's budget and reuses the reference as its teacher: it compares at equal per-model budget "
+    "and costs twice the reference's steps. SelfTrainingHalfBudget gives each model half of it: it compares at equal "
+    "total steps.")
+
+
+def budget_comparison(steps: Optional[int], reference_steps: Optional[int]) -> str:
+    """``equal total steps``, or ``2× the reference's`` steps; ``n/a`` when either is unknown."""
+    if not steps or not reference_steps:
+        return "n/a"
+    return "equal total steps" if steps == reference_steps else f"{steps / reference_steps:.3g}× the reference's"
+
+
+def models_cell(models: Sequence[dict]) -> str:
+    """``teacher 40 + student 40``: each model's role and optimiser steps (``?`` when unknown)."""
+    return " + ".join(f"{m['role']} {'?' if m.get('steps') is None else m['steps']}" for m in models)
+
+
+def budget_table(rows: Sequence[Tuple[str, Sequence[dict], Optional[int], Optional[int], str, str]]) -> str:
+    """Rows of (row name, its models, total steps, the reference's steps, Dice text, Δ Dice text)."""
+    header = ["row", "steps per model", "total steps", "supervised steps", "budget", "Dice %", "Δ Dice vs supervised"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, models, steps, reference_steps, dice, delta in rows:
+        lines.append("| " + " | ".join([short_name(name), models_cell(models), "n/a" if steps is None else str(steps),
+                                        "n/a" if reference_steps is None else str(reference_steps),
+                                        budget_comparison(steps, reference_steps), dice, delta]) + " |")
+    return "\n".join(lines)
+
+
+def self_training_table(records: Sequence[TrainerRecord]) -> str:
+    """The budget of each row made of several models (self-training) against the reference's; an empty string
+    without such a row."""
+    reference = next((r for r in records if r.trainer == REFERENCE_TRAINER), None)
+    rows = []
+    for r in records:
+        if not r.models:
+            continue
+        delta = (r.metric("original", "mean", "dice") - reference.metric("original", "mean", "dice")
+                 if reference is not None else float("nan"))
+        rows.append((r.trainer, r.models, r.iterations, reference.iterations if reference is not None else None,
+                     _fmt(r.metric("original", "mean", "dice"), 100), _fmt(delta, 100, signed=True)))
+    return budget_table(rows) if rows else ""
 
 
 def first_learned_epoch(curve: np.ndarray, threshold: float = LEARNED_THRESHOLD,

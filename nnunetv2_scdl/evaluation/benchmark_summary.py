@@ -9,7 +9,8 @@ mostly the per-epoch pseudo Dice):
 - ``classes`` and ``class_groups`` (head and tail classes, voxel frequencies of the labeled cases);
 - ``cases``: the evaluated validation cases;
 - ``summary``: the evaluation's per-class, mean, head and tail Dice, ASSD and HD95 (and the papers' protocol);
-- ``training``: summed epoch time, epochs, optimiser steps, and the per-epoch pseudo Dice;
+- ``training``: summed epoch time, epochs, optimiser steps, and the per-epoch pseudo Dice; for a row made of several
+  trained models (self-training) these count every model, and ``models`` lists each with its role and steps;
 - ``learned``: per class, the epoch and the optimiser step from which the pseudo Dice stayed learned (see
   :func:`nnunetv2_scdl.evaluation.benchmark_report.first_learned_epoch`).
 
@@ -72,7 +73,7 @@ def learned_steps(pseudo_dice: Optional[List[List[Optional[float]]]], labels: Li
 def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: dict, training: dict) -> dict:
     """The summary of ``trainer``'s finished run: ``settings`` and ``commands`` from the benchmark folder's state,
     ``evaluation`` as in ``evaluation_scdl.json``, ``training`` as the state keeps it (seconds, epochs,
-    pseudo_dice)."""
+    pseudo_dice; steps and models for a self-training row)."""
     compact = summary_settings(settings)
     labels = sorted(int(label) for label in evaluation["classes"])
     pseudo_dice = training.get("pseudo_dice")
@@ -85,7 +86,8 @@ def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: 
         "cases": sorted(case["case"] for case in evaluation["per_case"]),
         "summary": evaluation["summary"],
         "training": {"seconds": training["seconds"], "epochs": training.get("epochs"),
-                     "steps": compact["epochs"] * compact["iterations_per_epoch"], "pseudo_dice": pseudo_dice},
+                     "steps": training.get("steps", compact["epochs"] * compact["iterations_per_epoch"]),
+                     "pseudo_dice": pseudo_dice, **({"models": training["models"]} if training.get("models") else {})},
         "learned": {"threshold": LEARNED_THRESHOLD, "sustain": LEARNED_SUSTAIN,
                     "by_class": learned_steps(pseudo_dice, labels, compact["iterations_per_epoch"])},
     }
@@ -96,9 +98,11 @@ def summary_record(summary: dict) -> TrainerRecord:
     settings = summary["settings"]
     evaluation = {"classes": summary["classes"], "class_groups": summary["class_groups"],
                   "per_case": [{"case": case} for case in summary["cases"]], "summary": summary["summary"]}
-    return TrainerRecord(summary["trainer"], evaluation, summary["training"]["seconds"],
-                         settings["epochs"] * settings["iterations_per_epoch"], summary["training"]["pseudo_dice"],
-                         iterations_per_epoch=settings["iterations_per_epoch"])
+    training = summary["training"]
+    return TrainerRecord(summary["trainer"], evaluation, training["seconds"],
+                         training.get("steps") or settings["epochs"] * settings["iterations_per_epoch"],
+                         training["pseudo_dice"], iterations_per_epoch=settings["iterations_per_epoch"],
+                         models=training.get("models"))
 
 
 def seed_of(summary: dict) -> int:
@@ -106,6 +110,7 @@ def seed_of(summary: dict) -> int:
 
 
 def steps_of(summary: dict) -> int:
+    """The benchmark's budget per model (a self-training row's total is in ``training.steps``)."""
     return int(summary["settings"]["epochs"]) * int(summary["settings"]["iterations_per_epoch"])
 
 

@@ -5,6 +5,7 @@ trainer and seed. Output:
 
 - mean ± sd over seeds of mean, head and tail Dice, HD95 and training time, with the number of seeds per trainer;
 - per-class Dice, mean ± sd over seeds;
+- the budget of the self-training rows: each model's optimiser steps, the total, and the reference's steps;
 - paired differences of mean Dice, seed by seed: each SCDL variant minus its host, and each trainer minus the
   supervised reference; whether the sign agrees across seeds; and whether the difference is a finding;
 - per trainer, seed and class: the optimiser step (and epoch) from which the class's pseudo Dice stayed learned.
@@ -21,9 +22,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nnunetv2_scdl.evaluation.benchmark_report import (REFERENCE_TRAINER, SCDL_PAIRS, TAIL_MARK, TrainerRecord,
-                                                       _fmt, check_comparable, colour_index, first_learned_epoch,
-                                                       LEARNED_SUSTAIN, LEARNED_THRESHOLD, learned_cell, short_name)
+from nnunetv2_scdl.evaluation.benchmark_report import (REFERENCE_TRAINER, SCDL_PAIRS, SELF_TRAINING_NOTE, TAIL_MARK,
+                                                       TrainerRecord, _fmt, budget_table, check_comparable,
+                                                       colour_index, first_learned_epoch, LEARNED_SUSTAIN,
+                                                       LEARNED_THRESHOLD, learned_cell, short_name)
 from nnunetv2_scdl.evaluation.benchmark_summary import differing_settings, seed_of, summary_record
 
 #: a paired difference is a finding when |mean Δ| exceeds this multiple of the seed-to-seed spread
@@ -141,22 +143,48 @@ def table_header(cells: Sequence[str]) -> List[str]:
 
 
 def summary_table_over_seeds(runs: Runs, deltas: Sequence[dict]) -> str:
-    """Per trainer: seeds, mean ± sd over seeds of mean/head/tail Dice, HD95 and training minutes, and the mean paired
-    Δ of mean Dice against the reference."""
+    """Per trainer: seeds, mean ± sd over seeds of mean/head/tail Dice, HD95 and training minutes, optimiser steps, and
+    the mean paired Δ of mean Dice against the reference."""
     versus_reference = {d["minuend"]: d for d in deltas if d["subtrahend"] == REFERENCE_TRAINER}
     lines = table_header(["trainer", "seeds"] + [label for _, _, label, _ in SUMMARY_METRICS] +
-                    ["train min", "Δ Dice vs supervised (paired)"])
+                         ["steps", "train min", "Δ Dice vs supervised (paired)"])
     for trainer, seeds in runs.items():
         records = list(seeds.values())
         cells = [short_name(trainer), str(len(records))]
         cells += [fmt_mean_sd([r.metric("original", key, metric) for r in records], scale,
                                1 if scale > 1 else 2) for key, metric, _, scale in SUMMARY_METRICS]
+        cells.append(steps_text(records))
         cells.append(fmt_mean_sd([r.training_seconds / 60 for r in records]))
         delta = versus_reference.get(trainer)
         cells.append("reference" if trainer == REFERENCE_TRAINER else
                      "n/a" if delta is None else _fmt(delta["mean_delta"], 100, signed=True))
         lines.append(table_row(cells))
     return "\n".join(lines)
+
+
+def steps_text(records: Sequence[TrainerRecord]) -> str:
+    """The optimiser steps of a trainer's runs: one number, or each distinct number when the seeds differ."""
+    return " / ".join(str(steps) for steps in sorted({r.iterations for r in records}))
+
+
+def self_training_table_over_seeds(runs: Runs, deltas: Sequence[dict]) -> str:
+    """The budget of each row made of several models (self-training), with its mean ± sd Dice over seeds and its mean
+    paired Δ against the reference; an empty string without such a row."""
+    versus_reference = {d["minuend"]: d for d in deltas if d["subtrahend"] == REFERENCE_TRAINER}
+    reference = runs.get(REFERENCE_TRAINER)
+    rows = []
+    for trainer, seeds in runs.items():
+        records = list(seeds.values())
+        if not records[0].models:
+            continue
+        steps = {r.iterations for r in records}
+        reference_steps = {r.iterations for r in reference.values()} if reference else set()
+        delta = versus_reference.get(trainer)
+        rows.append((trainer, records[0].models, steps.pop() if len(steps) == 1 else None,
+                     reference_steps.pop() if len(reference_steps) == 1 else None,
+                     fmt_mean_sd([r.metric("original", "mean", "dice") for r in records], 100),
+                     "n/a" if delta is None else _fmt(delta["mean_delta"], 100, signed=True) + " (paired)"))
+    return budget_table(rows) if rows else ""
 
 
 def per_class_table_over_seeds(runs: Runs) -> str:
@@ -291,6 +319,8 @@ def seed_report_json(runs: Runs, deltas: Sequence[dict], spread: Optional[float]
     for trainer, seeds in runs.items():
         records = list(seeds.values())
         entry = {"seeds": list(seeds)}
+        if records[0].models:
+            entry["models"] = records[0].models
         for key, metric, _, _ in SUMMARY_METRICS:
             mean, sd, n = mean_sd([r.metric("original", key, metric) for r in records])
             entry[f"{key}_{metric}"] = {"mean": json_number(mean), "sd": json_number(sd), "n": n}
@@ -305,7 +335,7 @@ def seed_report_json(runs: Runs, deltas: Sequence[dict], spread: Optional[float]
                                          "head_dice": json_number(r.metric("original", "head", "dice")),
                                          "tail_dice": json_number(r.metric("original", "tail", "dice")),
                                          "hd95_mm": json_number(r.metric("original", "mean", "hd95_mm")),
-                                         "training_seconds": r.training_seconds}
+                                         "training_seconds": r.training_seconds, "steps": r.iterations}
                              for seed, r in seeds.items()}
         trainers[trainer] = entry
     return {
@@ -368,8 +398,11 @@ def write_seed_report(summaries: Sequence[dict], output: Path, sources: Sequence
               "## Per-class Dice % over seeds", "", per_class_table_over_seeds(runs), "",
               "† tail class; bold: best mean for that class.", "",
               "## Paired differences of mean Dice", "", FINDING_RULE + " " + spread_text, "",
-              paired_delta_table(deltas), "",
-              f"![per-class Dice]({stem}_dice_per_class.png)", "", f"![paired differences]({stem}_paired_delta.png)",
+              paired_delta_table(deltas), ""]
+    budgets = self_training_table_over_seeds(runs, deltas)
+    if budgets:
+        lines += ["## Self-training: optimiser steps", "", SELF_TRAINING_NOTE, "", budgets, ""]
+    lines += [f"![per-class Dice]({stem}_dice_per_class.png)", "", f"![paired differences]({stem}_paired_delta.png)",
               ""]
     learned = learned_steps_table(runs)
     if learned:
