@@ -50,7 +50,8 @@ def test_network_is_a_dual_unet_with_the_documented_inits(planned_phantom):
     scdl = nnUNetTrainerSCDL_DHC.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1,
                                                            4, True)
     assert isinstance(scdl.net_a, SCDLUNet) and isinstance(scdl.net_b, SCDLUNet)
-    assert scdl.net_a.prior_mode == "none" and any(k.startswith("net_b.scdl.") for k in scdl.state_dict())
+    assert scdl.net_a.prior_mode == scdl.net_b.prior_mode == "decoder"  # the paper variant: priors in both nets
+    assert any(k.startswith("net_b.scdl.prior_projections.") for k in scdl.state_dict())
     with pytest.raises(NotImplementedError, match="base class"):
         make_trainer(planned_phantom, nnUNetTrainerCoTraining).initialize()
 
