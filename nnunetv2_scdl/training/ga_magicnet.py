@@ -155,6 +155,12 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
     def inference_network(self):
         return self.teacher.module
 
+    def gradient_clip_groups(self):
+        """The U-Net (with SCDL in the SCDL variant) and the location head are clipped separately: the head's
+        4096-wide layers must not shrink the U-Net's step."""
+        network = unwrap_network(self.network)
+        return [list(network.segmenter.parameters()), list(network.location_head.parameters())]
+
     def after_optimizer_step(self) -> None:
         self.teacher.update(self.network, self.global_iteration)
 

@@ -61,8 +61,10 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     (1 + ratio)·B, so lower the ratio or the plans' batch size if memory is tight.
     """
 
-    hyperparameters = ConfigurableHyperparameters.hyperparameters + ("unlabeled_batch_ratio",)
+    hyperparameters = ConfigurableHyperparameters.hyperparameters + ("unlabeled_batch_ratio", "gradient_clip_norm")
     unlabeled_batch_ratio = 1.0
+    #: gradient-norm clipping threshold of each of gradient_clip_groups() (nnU-Net: 12); <= 0 switches clipping off
+    gradient_clip_norm = 12.0
     #: names of the scalar terms returned by compute_loss, logged per epoch and drawn in progress.png
     logged_terms: Tuple[str, ...] = ("supervised",)
 
@@ -79,6 +81,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         self.global_iteration = 0  # optimiser steps done, across epochs and resumes; ramps are functions of it
         self._previous_step_end = None
         self._split_keys = None
+        self._clip_groups_checked = False
 
     # ---------------------------------------------------------------------------------------------- setup checks
     def reject_unsupported_setups(self) -> None:
@@ -198,17 +201,47 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on MPS)
         return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
 
+    def gradient_clip_groups(self) -> List[List[nn.Parameter]]:
+        """The parameter groups whose gradient norms are clipped separately, each at ``gradient_clip_norm``.
+
+        One group, the whole network, as nnU-Net does. Trainers that hold several networks in ``self.network`` (two
+        co-training nets, a U-Net and a location head) return one group per network, so that one network's large
+        gradients do not shrink another's step. Every parameter of ``self.network`` must be in exactly one group.
+        """
+        return [list(self.network.parameters())]
+
+    def clip_gradients(self) -> None:
+        """Clip the gradient norm of each of :meth:`gradient_clip_groups` at ``gradient_clip_norm`` (<= 0: none)."""
+        if self.gradient_clip_norm <= 0:
+            return
+        groups = self.gradient_clip_groups()
+        if not self._clip_groups_checked:
+            self._check_clip_groups(groups)
+        for group in groups:
+            torch.nn.utils.clip_grad_norm_(group, self.gradient_clip_norm)
+
+    def _check_clip_groups(self, groups: List[List[nn.Parameter]]) -> None:
+        grouped = [id(p) for group in groups for p in group]
+        network = {id(p) for p in self.network.parameters()}
+        if len(grouped) != len(set(grouped)) or set(grouped) != network:
+            raise RuntimeError(f"{type(self).__name__}.gradient_clip_groups() must put every parameter of "
+                               f"self.network in exactly one group; it lists {len(grouped)} parameters "
+                               f"({len(set(grouped))} distinct, {len(set(grouped) - network)} not in the network) for "
+                               f"a network of {len(network)}.")
+        self._clip_groups_checked = True
+
     def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward pass, gradient clipping at norm 12 and optimiser step, with AMP scaling on CUDA (as nnU-Net)."""
+        """Backward pass, gradient clipping (:meth:`clip_gradients`) and optimiser step, with AMP scaling on CUDA (as
+        nnU-Net: the gradients are unscaled before they are clipped)."""
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.clip_gradients()
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.clip_gradients()
             self.optimizer.step()
 
     def after_optimizer_step(self) -> None:
