@@ -189,6 +189,26 @@ def test_dhc_resume_restores_the_class_weights_exactly(co_dataset, monkeypatch, 
                 else value == restored[name][key], (name, key)
 
 
+def test_resume_applies_hyperparameters_given_now_and_logs_the_change(co_dataset, monkeypatch, tmp_path):
+    """``--c`` with ``SCDL_*_MOMENTUM`` set: the class weights continue from the checkpoint with the new momenta."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(co_dataset, nnUNetTrainerDHC)
+    trainer.train_step(next(trainer.dataloader_train))
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    trainer.on_train_end()
+
+    monkeypatch.setenv("SCDL_DIFF_DW_MOMENTUM", "0.5")
+    monkeypatch.setenv("SCDL_DIST_DW_MOMENTUM", "0.9")
+    resumed = make_trainer(co_dataset, nnUNetTrainerDHC)
+    resumed.initialize()
+    resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
+    assert (resumed.diff_dw.momentum, resumed.dist_dw.momentum) == (0.5, 0.9)
+    assert torch.equal(resumed.diff_dw.weights, trainer.diff_dw.weights)
+    log = open(resumed.log_file).read()
+    assert "Resuming with diff_dw_momentum = 0.5 (env SCDL_DIFF_DW_MOMENTUM)" in log
+    assert "Resuming with dist_dw_momentum = 0.9" in log and log.count("Resuming with") == 2  # nothing else changed
+
+
 def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(co_dataset, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     assert make_trainer(co_dataset, nnUNetTrainerGACPS_5epochs).num_epochs == 5

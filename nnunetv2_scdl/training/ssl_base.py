@@ -322,7 +322,8 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     # ---------------------------------------------------------------------------------------------- checkpoints
     def extra_checkpoint_state(self) -> dict:
         """State beyond nnU-Net's (teacher, second network, running weights, counters). Extend with super()."""
-        state = {"global_iteration": self.global_iteration}
+        state = {"global_iteration": self.global_iteration,
+                 "hyperparameters": {name: value for name, (value, _) in self.resolved_hyperparameters.items()}}
         training_network = unwrap_network(self.network)
         if self.inference_network() is not training_network:
             # network_weights holds the inference network; resuming needs the trained one too
@@ -330,9 +331,18 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         return state
 
     def load_extra_checkpoint_state(self, state: dict) -> None:
+        """Restore the state; hyperparameters are not state: the values resolved now (class attributes and
+        ``SCDL_*`` variables) apply, and those that differ from the checkpoint's are printed to the log."""
         self.global_iteration = state["global_iteration"]
+        self.report_changed_hyperparameters(state["hyperparameters"])
         if "training_network_weights" in state:
             unwrap_network(self.network).load_state_dict(state["training_network_weights"])
+
+    def report_changed_hyperparameters(self, saved: Dict[str, object]) -> None:
+        for name, (value, source) in self.resolved_hyperparameters.items():
+            if name in saved and saved[name] != value:
+                self.print_to_log_file(f"Resuming with {name} = {value!r} ({source}); the checkpoint was trained "
+                                       f"with {saved[name]!r}.")
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
