@@ -13,6 +13,7 @@ oversampling, poly learning rate, checkpoints) and adds what semi-supervised met
 - an optional separate inference network (e.g. an EMA teacher): whatever :meth:`inference_network` returns is what
   online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use.
 """
+import os
 from contextlib import contextmanager
 from time import perf_counter
 from typing import Dict, List, Tuple, Union
@@ -345,14 +346,25 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
                                        f"with {saved[name]!r}.")
 
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
+        """nnU-Net's checkpoint plus our state, written to a temporary file in the same folder and then renamed
+        over ``filename`` (``os.replace``): a crash while writing leaves the previous checkpoint as it was."""
         if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)
             return
-        # nnU-Net builds and writes its checkpoint dict in one go; add our state to the file it wrote
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        checkpoint["network_weights"] = self.inference_network().state_dict()
-        checkpoint[CHECKPOINT_KEY] = self.extra_checkpoint_state()
-        torch.save(checkpoint, filename)
+        folder, name = os.path.split(os.path.abspath(filename))
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # same file system: the rename is atomic
+        try:
+            # nnU-Net builds and writes its checkpoint dict in one go; add our state to the file it wrote
+            super().save_checkpoint(temporary)
+            checkpoint = torch.load(temporary, map_location="cpu", weights_only=False)
+            checkpoint["network_weights"] = self.inference_network().state_dict()
+            checkpoint[CHECKPOINT_KEY] = self.extra_checkpoint_state()
+            torch.save(checkpoint, temporary)
+            os.replace(temporary, filename)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         super().load_checkpoint(filename_or_checkpoint)
