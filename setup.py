@@ -42,6 +42,8 @@ setup(
             "nnUNetv2_scdl_convert_dataset=nnunetv2_scdl.cli.convert_dataset:main",
             "nnUNetv2_scdl_cpu_plans=nnunetv2_scdl.cli.cpu_plans:main",
             "nnUNetv2_scdl_benchmark=nnunetv2_scdl.cli.benchmark:main",
+            "nnUNetv2_scdl_benchmark_report=nnunetv2_scdl.cli.benchmark_report:main",
+            "nnUNetv2_scdl_self_train=nnunetv2_scdl.cli.self_train:main",
         ]
     },
 )

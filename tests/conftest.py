@@ -17,6 +17,10 @@ Fixtures
     Factory: ``phantom_copy()`` copies the planned phantom (raw and preprocessed folders, not results) under a new
     dataset ID and returns its :class:`PlannedPhantom`. For tests that delete, corrupt or add files.
 
+``phantom_with_unlabeled`` (module)
+    A copy of the planned phantom (as ``phantom_copy`` makes) whose unlabeled cases are preprocessed, shared by the
+    in-process trainer tests of one module; they only read it. Removed at the end of the module.
+
 ``run_console``
     :func:`run_console_command`, as a fixture.
 
@@ -35,7 +39,6 @@ import os
 import re
 import shutil
 import subprocess
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -200,12 +203,11 @@ def copy_planned_dataset(source: PlannedPhantom, dataset_id: Optional[int] = Non
                    results_folder=source.results_folder.parent / name)
 
 
-@contextmanager
-def copy_with_unlabeled_data(source: PlannedPhantom):
-    """A copy of ``source`` whose unlabeled cases are preprocessed (for module-scoped fixtures); removed on exit."""
+@pytest.fixture(scope="module")
+def phantom_with_unlabeled(planned_phantom) -> PlannedPhantom:
     from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 
-    dataset = copy_planned_dataset(source)
+    dataset = copy_planned_dataset(planned_phantom)
     try:
         preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
                              verbose=False)

@@ -140,6 +140,8 @@ def test_learned_epoch_table(records):
     assert "Supervised" not in rows  # no pseudo-Dice log: left out rather than guessed
     assert rows["MeanTeacher"] == ["1", "never", "never", "18.3"]  # kidney: 0.12 once, then 0.05
     assert rows["SCDL_MT"] == ["1", "0", "1", "60.0"]  # the last epoch's mean ignores the absent kidney
+    records[2].iterations_per_epoch = 5  # known steps per epoch: step (epoch), step = (epoch + 1) x 5
+    assert table_rows(learned_epoch_table(records))["SCDL_MT"] == ["10 (1)", "5 (0)", "10 (1)", "60.0"]
     records[2].pseudo_dice = [[0.5, 0.5]]  # two classes for a three-class evaluation: not matched to labels
     assert "SCDL_MT" not in table_rows(learned_epoch_table(records))
     assert learned_epoch_table(records[:1]) == ""

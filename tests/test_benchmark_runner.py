@@ -4,9 +4,12 @@ import math
 import os
 
 import numpy as np
+import pytest
 from conftest import load_checkpoint
 
 from nnunetv2_scdl.cli.benchmark import STATE_FILE
+
+pytestmark = pytest.mark.slow  # trains through nnUNetv2_scdl_benchmark
 
 REFERENCE = "nnUNetTrainerSupervised"
 HOST = "nnUNetTrainerMeanTeacher"
@@ -41,6 +44,7 @@ def interrupt_after_first_epoch(fold):
         os.remove(fold / name)
 
 
+@pytest.mark.slow
 def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_copy, run_console, tmp_path):
     dataset = phantom_copy()
     cases = sorted(dataset.labeled)
@@ -117,3 +121,56 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     refused = run_console("nnUNetv2_scdl_benchmark", [a if a != 2 else 3 for a in base], env=env, check=False)
     assert refused.returncode == 1
     assert "other settings (epochs, iterations_per_epoch)" in refused.stdout and "resume it with" in refused.stdout
+
+
+@pytest.mark.slow
+def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_copy, run_console, tmp_path):
+    """--learning-curve 2 4: steps_0002, started by the plain command, is recognised (not refused, not retrained,
+    no new command); steps_0004 is trained; the learning-curve report matches the folders' own reports and is rebuilt
+    identically from the exported summaries alone."""
+    dataset = phantom_copy()
+    cases = sorted(dataset.labeled)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"labeled": cases[:2], "unlabeled": cases[2:4], "val": cases[4:]}))
+    root = tmp_path / "curve"
+    env = {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0"}
+    # the plain command, spelled as the learning-curve mode records it for this folder
+    plain = ["-d", dataset.dataset_id, "--split", split_file, "-p", dataset.cpu_plans, "--epochs", 2,
+             "--iterations-per-epoch", 1, "--val-iterations", 1, "--trainers", REFERENCE, "--seed", 0,
+             "-o", root / "steps_0002", "-device", "cpu", "--no-paper-protocol", "-np", 1]
+    run_console("nnUNetv2_scdl_benchmark", plain, env=env)
+    first = root / "steps_0002"
+    fold = first / "nnUNet_results" / dataset.dataset_name / f"{REFERENCE}__{dataset.cpu_plans}__3d_fullres" / "fold_0"
+    trained_at = os.path.getmtime(fold / "checkpoint_final.pth")
+    state_before = json.loads((first / STATE_FILE).read_text())
+
+    summaries = tmp_path / "results"
+    curve = ["-d", dataset.dataset_id, "--split", split_file, "-p", dataset.cpu_plans, "--learning-curve", 4, 2,
+             "--iterations-per-epoch", 1, "--val-iterations", 1, "--seed", 0, "-o", root, "-device", "cpu",
+             "--no-paper-protocol", "-np", 1, "--summaries", summaries]
+    run_console("nnUNetv2_scdl_benchmark", curve, env=env)
+    assert os.path.getmtime(fold / "checkpoint_final.pth") == trained_at  # recognised, not retrained
+    state_after = json.loads((first / STATE_FILE).read_text())
+    assert state_after["settings"] == state_before["settings"] and len(state_after["commands"]) == 1
+    second = json.loads((root / "steps_0004" / STATE_FILE).read_text())
+    assert list(second["trainers"]) == [REFERENCE] and second["trainers"][REFERENCE]["evaluated"]
+    assert (second["settings"]["epochs"], second["settings"]["iterations_per_epoch"]) == (4, 1)
+    assert second["commands"] == [state_before["commands"][0].replace("--epochs 2", "--epochs 4")
+                                  .replace("steps_0002", "steps_0004")]
+
+    report = json.loads((root / "learning_curve.json").read_text())
+    dice = {}
+    for steps in (2, 4):
+        folder_report = json.loads((root / f"steps_{steps:04d}" / "benchmark.json").read_text())
+        dice[steps] = folder_report["trainers"][REFERENCE]["summary"]["original"]["mean"]["dice"]
+    assert [(b["steps"], b["mean_dice"]["mean"]) for b in report["budgets"]] == list(dice.items())
+    assert report["protocol"]["budget"] == (2 if abs(dice[4] - dice[2]) < 0.01 else None)
+    assert "## Protocol budget" in (root / "learning_curve.md").read_text()
+    assert (root / "learning_curve.png").is_file()
+
+    exported = sorted(p.relative_to(summaries).as_posix() for p in summaries.rglob("*.json"))
+    assert exported == [f"steps_{s:04d}/seed_0/{REFERENCE}.json" for s in (2, 4)]
+    assert all(p.stat().st_size < 20_000 for p in summaries.rglob("*.json"))
+    run_console("nnUNetv2_scdl_benchmark_report", [summaries])
+    rebuilt = json.loads((summaries / "learning_curve.json").read_text())
+    assert rebuilt["budgets"] == report["budgets"] and rebuilt["protocol"] == report["protocol"]

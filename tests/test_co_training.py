@@ -4,7 +4,7 @@ real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
 import numpy as np
 import pytest
 import torch
-from conftest import (add_ignore_label, copy_with_unlabeled_data, end_epoch_and_check_logged_terms, fold_folder,
+from conftest import (add_ignore_label, end_epoch_and_check_logged_terms, fold_folder,
                       load_checkpoint, make_trainer, predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
@@ -12,17 +12,10 @@ from nnunetv2_scdl.networks.dual_network import DualNetwork, xavier_normal_expec
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.co_training import nnUNetTrainerCoTraining
 from nnunetv2_scdl.training.dhc import nnUNetTrainerDHC, nnUNetTrainerDHC_paper, nnUNetTrainerSCDL_DHC
-from nnunetv2_scdl.training.ga_cps import (nnUNetTrainerGACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerGACPS_5epochs,
-                                           nnUNetTrainerSCDL_GACPS)
+from nnunetv2_scdl.training.ga_cps import nnUNetTrainerGACPS, nnUNetTrainerGACPS_paper, nnUNetTrainerSCDL_GACPS
+from nnunetv2_scdl.training.registry import nnUNetTrainerGACPS_5epochs
 
 SCDL_TRAINERS = (nnUNetTrainerSCDL_GACPS, nnUNetTrainerSCDL_DHC)
-
-
-@pytest.fixture(scope="module")
-def co_dataset(planned_phantom):
-    """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
-    with copy_with_unlabeled_data(planned_phantom) as dataset:
-        yield dataset
 
 
 def expected_total(trainer, o):
@@ -30,7 +23,7 @@ def expected_total(trainer, o):
     total = o["supervised_a"] + o["supervised_b"] + o["cps_weight"] * (o["cps_a"] + o["cps_b"])
     if isinstance(trainer, SCDL_TRAINERS):
         ramp = o["cps_weight"] / trainer.cps_weight
-        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"]
                         + o["scdl_sac"])
     return total
 
@@ -99,11 +92,12 @@ def test_he_at_xavier_norm_gives_a_and_b_equal_layer_norms_but_different_weights
     assert he.net_a.get_submodule(big).weight.norm() > 1.3 * network.net_a.get_submodule(big).weight.norm()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS, nnUNetTrainerDHC,
                                            nnUNetTrainerSCDL_DHC], ids=lambda c: c.__name__)
-def test_two_steps_give_finite_terms_and_the_documented_total(co_dataset, monkeypatch, trainer_class):
+def test_two_steps_give_finite_terms_and_the_documented_total(phantom_with_unlabeled, monkeypatch, trainer_class):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(co_dataset, trainer_class)
+    trainer = started_trainer(phantom_with_unlabeled, trainer_class)
     outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
     assert trainer.global_iteration == 2
     for o in outputs:
@@ -133,12 +127,13 @@ class CompiledStandIn(torch.nn.Module):
         return self._orig_mod(*args, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS], ids=lambda c: c.__name__)
-def test_training_forward_goes_through_the_compiled_module(co_dataset, monkeypatch, trainer_class):
+def test_training_forward_goes_through_the_compiled_module(phantom_with_unlabeled, monkeypatch, trainer_class):
     """nnU-Net compiles ``self.network`` on GPUs; a step that called the inner nets directly would run eagerly (the
     SCDL variants once did, while their hosts were compiled)."""
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(co_dataset, trainer_class)
+    trainer = started_trainer(phantom_with_unlabeled, trainer_class)
     trainer.network = CompiledStandIn(trainer.network)
     try:
         trainer.train_step(next(trainer.dataloader_train))
@@ -148,27 +143,30 @@ def test_training_forward_goes_through_the_compiled_module(co_dataset, monkeypat
         trainer.on_train_end()
 
 
-def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_copy, run_console, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerDHC], ids=lambda c: c.__name__)
+def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_copy, run_console, monkeypatch,
+                                                                      trainer_class):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     dataset = phantom_copy()
     preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
                          verbose=False)
     add_ignore_label(dataset, run_console)
-    for trainer_class in (nnUNetTrainerGACPS, nnUNetTrainerDHC):
-        trainer = started_trainer(dataset, trainer_class)
-        assert trainer.label_manager.has_ignore_label
-        outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
-        for o in outputs:
-            assert all(np.isfinite(float(o[name])) for name in trainer.logged_terms), o
-            assert float(o["loss"]) == pytest.approx(expected_total(trainer, o), rel=1e-4)
-        if trainer_class is nnUNetTrainerDHC:
-            assert trainer.labeled_class_counts().numel() == trainer.label_manager.num_segmentation_heads
-        trainer.on_train_end()
+    trainer = started_trainer(dataset, trainer_class)
+    assert trainer.label_manager.has_ignore_label
+    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+    for o in outputs:
+        assert all(np.isfinite(float(o[name])) for name in trainer.logged_terms), o
+        assert float(o["loss"]) == pytest.approx(expected_total(trainer, o), rel=1e-4)
+    if trainer_class is nnUNetTrainerDHC:
+        assert trainer.labeled_class_counts().numel() == trainer.label_manager.num_segmentation_heads
+    trainer.on_train_end()
 
 
-def test_dhc_resume_restores_the_class_weights_exactly(co_dataset, monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_dhc_resume_restores_the_class_weights_exactly(phantom_with_unlabeled, monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(co_dataset, nnUNetTrainerDHC)
+    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
     for _ in range(2):
         trainer.train_step(next(trainer.dataloader_train))
     saved = trainer.extra_checkpoint_state()
@@ -176,7 +174,7 @@ def test_dhc_resume_restores_the_class_weights_exactly(co_dataset, monkeypatch, 
     trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
     trainer.on_train_end()
 
-    resumed = make_trainer(co_dataset, nnUNetTrainerDHC)
+    resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
     resumed.initialize()
     resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert resumed.global_iteration == 2
@@ -189,17 +187,18 @@ def test_dhc_resume_restores_the_class_weights_exactly(co_dataset, monkeypatch, 
                 else value == restored[name][key], (name, key)
 
 
-def test_resume_applies_hyperparameters_given_now_and_logs_the_change(co_dataset, monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_resume_applies_hyperparameters_given_now_and_logs_the_change(phantom_with_unlabeled, monkeypatch, tmp_path):
     """``--c`` with ``SCDL_*_MOMENTUM`` set: the class weights continue from the checkpoint with the new momenta."""
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(co_dataset, nnUNetTrainerDHC)
+    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
     trainer.train_step(next(trainer.dataloader_train))
     trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
     trainer.on_train_end()
 
     monkeypatch.setenv("SCDL_DIFF_DW_MOMENTUM", "0.5")
     monkeypatch.setenv("SCDL_DIST_DW_MOMENTUM", "0.9")
-    resumed = make_trainer(co_dataset, nnUNetTrainerDHC)
+    resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
     resumed.initialize()
     resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert (resumed.diff_dw.momentum, resumed.dist_dw.momentum) == (0.5, 0.9)
@@ -209,19 +208,20 @@ def test_resume_applies_hyperparameters_given_now_and_logs_the_change(co_dataset
     assert "Resuming with dist_dw_momentum = 0.9" in log and log.count("Resuming with") == 2  # nothing else changed
 
 
-def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(co_dataset, monkeypatch):
+@pytest.mark.slow
+def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(phantom_with_unlabeled, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    assert make_trainer(co_dataset, nnUNetTrainerGACPS_5epochs).num_epochs == 5
-    ga = make_trainer(co_dataset, nnUNetTrainerGACPS_paper)
+    assert make_trainer(phantom_with_unlabeled, nnUNetTrainerGACPS_5epochs).num_epochs == 5
+    ga = make_trainer(phantom_with_unlabeled, nnUNetTrainerGACPS_paper)
     assert ga.num_epochs * ga.num_iterations_per_epoch == 17000
-    dhc = make_trainer(co_dataset, nnUNetTrainerDHC_paper)
+    dhc = make_trainer(phantom_with_unlabeled, nnUNetTrainerDHC_paper)
     assert dhc.num_epochs * dhc.num_iterations_per_epoch == 2400
     dhc.initialize()
     group = dhc.optimizer.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.03, 0.9, True, 3e-5)
     monkeypatch.setenv("SCDL_NUM_EPOCHS", "1")
     monkeypatch.setenv("SCDL_NUM_ITERATIONS_PER_EPOCH", "4")
-    trainer = started_trainer(co_dataset, nnUNetTrainerGACPS_paper)
+    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerGACPS_paper)
     group = trainer.optimizer.param_groups[0]
     assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, False, 1e-4)
     assert group["lr"] == pytest.approx(0.01)
@@ -230,21 +230,23 @@ def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(co_dataset, monkeypat
     trainer.on_train_end()
 
 
-def test_each_co_training_trainer_trains_and_predicts_through_the_cli(phantom_copy, run_console, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerGACPS", "nnUNetTrainerSCDL_GACPS", "nnUNetTrainerDHC",
+                                     "nnUNetTrainerSCDL_DHC"])
+def test_each_co_training_trainer_trains_and_predicts_through_the_cli(phantom_copy, run_console, tmp_path, trainer):
     dataset = phantom_copy()
     run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
                                                        "-p", dataset.cpu_plans, "-np", 1])
     env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2"}
-    for trainer in ("nnUNetTrainerGACPS", "nnUNetTrainerSCDL_GACPS", "nnUNetTrainerDHC", "nnUNetTrainerSCDL_DHC"):
-        run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
-                                       "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
-        checkpoint = load_checkpoint(fold_folder(dataset, trainer))
-        assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2
-        weights = checkpoint["network_weights"]
-        assert any(k.startswith("net_a.") for k in weights) and any(k.startswith("net_b.") for k in weights)
-        assert np.isfinite(checkpoint["logging"]["cps_a"][0])
-        if "SCDL" in trainer:
-            assert any(k.startswith("net_a.scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
-        if "DHC" in trainer:
-            assert {"diff_dw", "dist_dw"} <= set(checkpoint["nnunetv2_scdl"])
-        predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)
+    run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                   "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
+    checkpoint = load_checkpoint(fold_folder(dataset, trainer))
+    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2
+    weights = checkpoint["network_weights"]
+    assert any(k.startswith("net_a.") for k in weights) and any(k.startswith("net_b.") for k in weights)
+    assert np.isfinite(checkpoint["logging"]["cps_a"][0])
+    if "SCDL" in trainer:
+        assert any(k.startswith("net_a.scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
+    if "DHC" in trainer:
+        assert {"diff_dw", "dist_dw"} <= set(checkpoint["nnunetv2_scdl"])
+    predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)

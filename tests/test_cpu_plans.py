@@ -115,6 +115,7 @@ def test_coarser_spacing_changes_spacing_patch_and_data_identifier(planned_phant
         derive_cpu_plans(str(tmp_path), target_plans="bad", spacing_factor=(1, 2))
 
 
+@pytest.mark.slow
 def test_cpu_plans_command_preprocesses_the_coarser_configuration(phantom_copy, run_console):
     dataset = phantom_copy()
     result = run_console("nnUNetv2_scdl_cpu_plans", ["-d", dataset.dataset_id, "-c", dataset.configuration, "-o",

@@ -6,8 +6,11 @@ plan_and_preprocess (fixture) → unlabeled preprocessing → nnUNetv2_train (SS
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import fold_folder, load_checkpoint, predict_test_cases, train, training_env
+
+pytestmark = pytest.mark.slow  # every test runs nnU-Net's commands
 
 TRAINER = "nnUNetTrainerMeanTeacher"
 
@@ -75,21 +78,35 @@ def test_benchmark_mode_never_reads_unlabeled_labels(phantom_copy, run_console):
     assert load_checkpoint(fold_folder(dataset))["nnunetv2_scdl"]["global_iteration"] == 3
 
 
-def test_scdl_mean_teacher_checkpoint_predicts_deterministically(phantom_copy, run_console, tmp_path):
-    """nnUNetv2_predict rebuilds the SCDL network from the trainer class and loads the trained proxies."""
-    trainer = "nnUNetTrainerSCDL_MT"
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerSCDL_MT", "nnUNetTrainerSCDL_GACPS"])
+def test_scdl_checkpoint_predicts_deterministically_and_with_its_priors(trainer, phantom_copy, run_console,
+                                                                        tmp_path):
+    """nnUNetv2_predict rebuilds the SCDL network from the trainer class, loads the trained proxies, is deterministic,
+    and uses the priors: the same checkpoint with its prior projections zeroed predicts differently."""
     dataset = phantom_copy()
     run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
                                                        "-p", dataset.cpu_plans, "-np", 1])
     train(run_console, dataset, 1, trainer=trainer)
-    weights = load_checkpoint(fold_folder(dataset, trainer))["network_weights"]
-    assert any(k.startswith("scdl.") for k in weights), "the inference network must carry SCDL"
-    predictions = []
-    for attempt in ("first", "second"):
-        output = tmp_path / attempt
+    folder = fold_folder(dataset, trainer)
+    checkpoint = load_checkpoint(folder)
+    projections = [k for k in checkpoint["network_weights"] if ".prior_projections." in k]
+    assert projections, "the inference network must carry SCDL with priors"
+    assert any(checkpoint["network_weights"][k].abs().sum() > 0 for k in projections)
+    if trainer == "nnUNetTrainerSCDL_GACPS":  # both networks of the ensemble
+        assert {k.split(".")[0] for k in projections} == {"net_a", "net_b"}
+    for key in projections:
+        checkpoint["network_weights"][key] = torch.zeros_like(checkpoint["network_weights"][key])
+    torch.save(checkpoint, folder / "checkpoint_zero_priors.pth")
+
+    def predict(name: str, checkpoint_name: str) -> np.ndarray:
+        output = tmp_path / name
         run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
                                          "-c", dataset.configuration, "-tr", trainer, "-p", dataset.cpu_plans,
                                          "-f", 0, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1,
-                                         "--save_probabilities"], env=training_env(1))
-        predictions.append(np.load(output / f"{dataset.test[0]}.npz")["probabilities"])
-    assert np.array_equal(predictions[0], predictions[1]), "eval-mode SCDL priors must be deterministic"
+                                         "-chk", checkpoint_name, "--save_probabilities"], env=training_env(1))
+        return np.load(output / f"{dataset.test[0]}.npz")["probabilities"]
+
+    first, second = predict("first", "checkpoint_final.pth"), predict("second", "checkpoint_final.pth")
+    assert np.array_equal(first, second), "eval-mode SCDL priors must be deterministic"
+    without_priors = predict("zero_priors", "checkpoint_zero_priors.pth")
+    assert np.abs(first - without_priors).max() > 1e-6, "prediction must use the SCDL priors"

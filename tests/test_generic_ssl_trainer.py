@@ -4,23 +4,16 @@
 import numpy as np
 import pytest
 import torch
-from conftest import (copy_with_unlabeled_data, end_epoch_and_check_logged_terms, fold_folder, load_checkpoint,
-                      make_trainer, predict_test_cases, started_trainer, training_env)
+from conftest import (end_epoch_and_check_logged_terms, fold_folder, load_checkpoint, make_trainer,
+                      predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
-from nnunetv2_scdl.training.generic_ssl import (gaussian_smooth, nnUNetTrainerGenericSSL, nnUNetTrainerGenericSSL_5epochs,
-                                                nnUNetTrainerSCDL_GenericSSL, nnUNetTrainerSCDL_GenericSSL_10epochs)
+from nnunetv2_scdl.training.generic_ssl import gaussian_smooth, nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL
+from nnunetv2_scdl.training.registry import nnUNetTrainerGenericSSL_5epochs, nnUNetTrainerSCDL_GenericSSL_10epochs
 
 CPU_DDIM_STEPS = "2"  # DDIM steps on CPU (the method uses 10; the sampler itself is tested in test_diffusion.py)
-
-
-@pytest.fixture(scope="module")
-def gssl_dataset(planned_phantom):
-    """One phantom copy with preprocessed unlabeled cases, shared by the in-process tests (they only read it)."""
-    with copy_with_unlabeled_data(planned_phantom) as dataset:
-        yield dataset
 
 
 def test_gaussian_smooth_keeps_probabilities_and_constants():
@@ -70,17 +63,19 @@ def expected_total(trainer, o):
     total = o["deno"] + o["diff"] + o["unsup_weight"] * o["unsup"]
     if isinstance(trainer, nnUNetTrainerSCDL_GenericSSL):
         ramp = o["unsup_weight"] / trainer.unsupervised_weight
-        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"] + ramp * o["scdl_kl"]
+        total += 0.1 * (o["scdl_cdba_labeled"] + ramp * o["scdl_cdba_unlabeled"]
                         + o["scdl_sac"])
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL],
                          ids=lambda c: c.__name__)
-def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(gssl_dataset, monkeypatch, trainer_class):
+def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(phantom_with_unlabeled, monkeypatch,
+                                                                        trainer_class):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
-    trainer = started_trainer(gssl_dataset, trainer_class)
+    trainer = started_trainer(phantom_with_unlabeled, trainer_class)
     network = trainer.network
     before = {k: v.detach().clone() for k, v in network.state_dict().items()}
     # spy on the aggregation: it must run at the start of every step with θ ← 0.99·θ + 0.01·(ξ + ψ)/2
@@ -115,10 +110,11 @@ def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(gssl_dat
     trainer.on_train_end()
 
 
-def test_resume_restores_difficulty_and_theta(gssl_dataset, monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_resume_restores_difficulty_and_theta(phantom_with_unlabeled, monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
-    trainer = started_trainer(gssl_dataset, nnUNetTrainerGenericSSL)
+    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerGenericSSL)
     for _ in range(2):
         trainer.train_step(next(trainer.dataloader_train))
     saved = trainer.extra_checkpoint_state()
@@ -127,7 +123,7 @@ def test_resume_restores_difficulty_and_theta(gssl_dataset, monkeypatch, tmp_pat
     trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
     trainer.on_train_end()
 
-    resumed = make_trainer(gssl_dataset, nnUNetTrainerGenericSSL)
+    resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerGenericSSL)
     resumed.initialize()
     resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert resumed.global_iteration == 2
@@ -138,19 +134,20 @@ def test_resume_restores_difficulty_and_theta(gssl_dataset, monkeypatch, tmp_pat
     assert all(torch.equal(resumed.network.decoder.state_dict()[k], v) for k, v in theta.items()), "θ not restored"
 
 
-def test_generic_ssl_trainers_train_and_predict_through_the_cli(phantom_copy, run_console, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"])
+def test_generic_ssl_trainer_trains_and_predicts_through_the_cli(phantom_copy, run_console, tmp_path, trainer):
     dataset = phantom_copy()
     run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
                                                        "-p", dataset.cpu_plans, "-np", 1])
     env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2", "SCDL_DDIM_STEPS": CPU_DDIM_STEPS}
-    for trainer in ("nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"):
-        run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
-                                       "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
-        checkpoint = load_checkpoint(fold_folder(dataset, trainer))
-        assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2 and "difficulty" in checkpoint["nnunetv2_scdl"]
-        weights = checkpoint["network_weights"]
-        assert {"decoder_xi.", "decoder_psi.", "stem_diffusion."} <= {k.split(".")[0] + "." for k in weights}
-        assert np.isfinite(checkpoint["logging"]["unsup"][0]) and np.isfinite(checkpoint["logging"]["deno"][0])
-        if "SCDL" in trainer:
-            assert any(k.startswith("scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
-        predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)
+    run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                   "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
+    checkpoint = load_checkpoint(fold_folder(dataset, trainer))
+    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2 and "difficulty" in checkpoint["nnunetv2_scdl"]
+    weights = checkpoint["network_weights"]
+    assert {"decoder_xi.", "decoder_psi.", "stem_diffusion."} <= {k.split(".")[0] + "." for k in weights}
+    assert np.isfinite(checkpoint["logging"]["unsup"][0]) and np.isfinite(checkpoint["logging"]["deno"][0])
+    if "SCDL" in trainer:
+        assert any(k.startswith("scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
+    predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)

@@ -66,3 +66,20 @@ def test_every_concrete_trainer_is_found_by_nnunets_lookup(monkeypatch):
             continue
         # nnU-Net imports trainers/ as top-level modules; the class must still be the package's own object
         assert recursive_find_trainer_class_by_name(name) is cls, name
+
+
+def test_every_console_script_of_setup_py_resolves_even_when_not_installed(monkeypatch):
+    """setup.py is the only list of our console scripts; an uninstalled checkout finds them there."""
+    import importlib
+
+    from nnunetv2_scdl.cli import commands
+
+    scripts = commands.source_checkout_console_scripts()
+    assert {"nnUNetv2_scdl_demo", "nnUNetv2_scdl_preprocess_unlabeled", "nnUNetv2_scdl_benchmark"} <= set(scripts)
+    monkeypatch.setattr(commands, "entry_points", lambda **kwargs: [])  # as if nothing were installed
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+        assert f"from {module} import {function} as f" in commands.console_command(name)[2], name
+    with pytest.raises(commands.StepError, match="nnUNetv2_no_such_command"):
+        commands.console_command("nnUNetv2_no_such_command")

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from conftest import CONFIGURATION, fold_folder, load_checkpoint, train, training_env
 
 DATASET_ID = 994
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 @pytest.fixture

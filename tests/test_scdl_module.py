@@ -10,6 +10,7 @@ from nnunetv2_scdl.scdl.module import LOSS_TERM_NAMES, SCDL
 from nnunetv2_scdl.scdl.priors import (PriorProjections, centre_similarity_prior, distribution_weighted_prior,
                                        token_sampled_prior)
 from nnunetv2_scdl.scdl.proxies import ClassProxies
+from nnunetv2_scdl.scdl.variants import PAPER_INITIAL_SIGMA
 
 
 def small_scdl(**kwargs):
@@ -38,8 +39,8 @@ def test_input_validation():
         scdl(torch.randn(2, 10, 5))
     with pytest.raises(ValueError, match="p2e_softmax"):
         small_scdl(p2e_softmax="voxels")
-    with pytest.raises(ValueError, match="kl_reduction"):
-        small_scdl(kl_reduction="sum")
+    with pytest.raises(ValueError, match="variant"):
+        small_scdl(variant="sum")
     with pytest.raises(ValueError, match="at least 2 classes"):
         small_scdl(num_classes=1)
 
@@ -51,7 +52,7 @@ def test_p2e_softmax_over_tokens_vs_classes():
     column = torch.exp(g[0, :, 0] / 0.2)
     torch.testing.assert_close(tokens[0, :, 0], column / column.sum())
     classes = p2e_log_assignment(g, 0.2, over="classes")
-    # the released code's P2E equals E2P when τ_p2e = τ_e2p (spec §1.6.1)
+    # the released code's P2E equals E2P when τ_p2e = τ_e2p (so its symmetric KL between the two is 0)
     torch.testing.assert_close(classes, e2p_log_assignment(g, 0.2))
 
 
@@ -63,14 +64,32 @@ def test_joint_assignment_is_normalised_product():
     torch.testing.assert_close(q[0, 0], expected)
 
 
-def test_kl_is_zero_in_released_code_mode_and_positive_in_paper_mode():
+def test_variants_select_their_assignment_and_initialisation():
+    paper, released = small_scdl(), small_scdl(variant="released")
+    assert (paper.p2e_softmax, paper.p2e_level, paper.e2p_weight, paper.dist_weight) == ("tokens", "class", 1.0, 0.0)
+    assert (released.p2e_softmax, released.p2e_level, released.e2p_weight, released.dist_weight) == \
+        ("classes", "token", 0.0, 0.1)
+    torch.testing.assert_close(paper.class_proxies.sigma, torch.full((3, 8), PAPER_INITIAL_SIGMA))
+    assert released.class_proxies.sigma.mean().item() == pytest.approx(math.log(2), abs=0.05)  # softplus(≈0)
+    # a single detail can still be overridden
+    assert small_scdl(variant="released", p2e_softmax="tokens").p2e_softmax == "tokens"
+
+
+def test_proxy_samples_correlate_with_their_own_mean_at_initialisation():
     torch.manual_seed(0)
-    tokens = torch.randn(2, 12, 6)
-    code = small_scdl(p2e_softmax="classes").eval()
-    assert code.kl_loss(code(tokens)).item() == pytest.approx(0.0, abs=1e-6)
-    paper = small_scdl(p2e_softmax="tokens").eval()
-    paper.load_state_dict(code.state_dict())
-    assert paper.kl_loss(paper(tokens)).item() > 1e-6
+    proxies = ClassProxies(14, 256, initial_sigma=PAPER_INITIAL_SIGMA)  # BTCV's C, the default D
+    unit_samples = F.normalize(proxies.sample(50), dim=-1)  # [C, S, D]
+    unit_mu = F.normalize(proxies.mu, dim=-1)
+    cosines = torch.einsum("csd,kd->csk", unit_samples, unit_mu)  # sample of c vs mean of k
+    own = cosines.diagonal(dim1=0, dim2=2)  # [S, C]
+    assert own.min().item() > 0.9
+    other = cosines.masked_fill(torch.eye(14, dtype=torch.bool)[:, None, :], -2).amax(dim=-1)  # best other class
+    assert (own.T > other + 0.5).all()
+    # with the released initialisation the noise (norm ≈ 11) drowns the mean (norm ≈ 1)
+    released = ClassProxies(14, 256)
+    released_own = torch.einsum("csd,cd->cs", F.normalize(released.sample(50), dim=-1),
+                                F.normalize(released.mu, dim=-1))
+    assert released_own.abs().mean().item() < 0.2
 
 
 def test_centre_prior_of_one_hot_assignment_is_the_proxy_direction():
@@ -153,20 +172,54 @@ def test_loss_terms_keys_labeled_unlabeled_split_and_gradients():
     expected, _ = scdl.cdba_loss(out.mean_similarity[:2][valid], out.mean_sample_similarity[:2][valid],
                                  weights[valid])
     assert terms["cdba_labeled"].item() == pytest.approx(expected.item(), abs=1e-6)
-    # unlabeled weights default to the detached joint assignment
+    # unlabeled weights default to the detached joint assignment, over the classes that win at least one token
     q = out.log_joint[2:].exp().reshape(-1, 3)
+    present = torch.zeros(3, dtype=torch.bool)
+    present[q.argmax(dim=1)] = True
     expected_u, _ = scdl.cdba_loss(out.mean_similarity[2:].reshape(-1, 3),
-                                   out.mean_sample_similarity[2:].reshape(-1, 3), q)
+                                   out.mean_sample_similarity[2:].reshape(-1, 3), q, present=present)
     assert terms["cdba_unlabeled"].item() == pytest.approx(expected_u.item(), abs=1e-6)
     # the labeled term reaches the tokens of labeled images only
     tokens.grad = None
     terms["cdba_labeled"].backward(retain_graph=True)
     assert torch.count_nonzero(tokens.grad[2]) == 0 and torch.count_nonzero(tokens.grad[0]) > 0
     assert torch.count_nonzero(tokens.grad[0, :4]) == 0  # invalid tokens are skipped
-    # the unlabeled term's weights are detached: its gradient w.r.t. w is not taken, but it still trains z and μ
+    # the unlabeled term still trains z and μ
     scdl.zero_grad()
     terms["cdba_unlabeled"].backward()
     assert scdl.class_proxies.mu.grad is not None and scdl.projection.layers[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("variant", ["paper", "released"])
+def test_unlabeled_weights_are_detached(variant):
+    """The gradient of the unlabeled term equals that of the same loss with stopgrad(Q) weights, and differs from
+    the one with Q left attached (so removing the detach would fail this test)."""
+    torch.manual_seed(0)
+    scdl = small_scdl(variant=variant, dropout=0.0).eval()  # deterministic forward: three identical passes
+    tokens = torch.randn(2, 10, 6)
+
+    def token_gradient(weights_of):
+        x = tokens.clone().requires_grad_()
+        out = scdl(x)
+        if weights_of is None:
+            loss = scdl.loss_terms(out, 0)[0]["cdba_unlabeled"]
+        else:
+            weights, present = weights_of(out)
+            loss, _ = scdl.cdba_loss(out.mean_similarity.reshape(-1, 3), out.mean_sample_similarity.reshape(-1, 3),
+                                     weights.reshape(-1, 3), present=present)
+        loss.backward()
+        return x.grad
+
+    def present_of(out):
+        present = torch.zeros(3, dtype=torch.bool)
+        present[out.log_joint.argmax(dim=-1).reshape(-1)] = True
+        return present
+
+    module = token_gradient(None)
+    detached = token_gradient(lambda out: (out.log_joint.detach().exp(), present_of(out)))
+    attached = token_gradient(lambda out: (out.log_joint.exp(), present_of(out)))
+    torch.testing.assert_close(module, detached)
+    assert not torch.allclose(module, attached, atol=1e-6)
 
 
 def test_loss_terms_without_labeled_images_or_anchors_are_attached_zeros():

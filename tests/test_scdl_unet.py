@@ -252,7 +252,7 @@ def test_training_step_gradients_and_loss_terms(token_source):
     net.train()
     outputs, aux = net(x, return_scdl=True)
     terms, breakdown = net.scdl_loss_terms(aux, target, n_labeled=2, ignore_label=255, return_breakdown=True)
-    assert set(terms) == {"cdba_labeled", "cdba_unlabeled", "kl", "sac"}
+    assert set(terms) == {"cdba_labeled", "cdba_unlabeled", "sac"}
     assert all(torch.isfinite(t) and t.dtype == torch.float32 for t in terms.values())
     # ignored half of image 0 drops its tokens: 8 tokens per image, 4 of image 0 fully ignored
     assert breakdown["tokens_labeled"].item() == 12 and breakdown["tokens_unlabeled"].item() == 8

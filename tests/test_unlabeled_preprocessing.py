@@ -1,6 +1,7 @@
 """nnUNetv2_scdl_preprocess_unlabeled: same preprocessing as nnU-Net's, safe against bad input."""
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from nnunetv2_scdl.cli import preprocess_unlabeled as cli
 from nnunetv2_scdl.data.unlabeled_preprocessing import (MANIFEST_FILENAME, UnlabeledDataError,
                                                         assert_unlabeled_preprocessed, get_unlabeled_folder,
                                                         list_unlabeled_identifiers, load_unlabeled_manifest,
-                                                        preprocess_unlabeled)
+                                                        preprocess_unlabeled, source_file_record)
 
 
 def snapshot(folder: Path) -> dict:
@@ -32,6 +33,10 @@ def unlabeled_folder(dataset) -> Path:
 
 def run_cli(dataset, *extra) -> int:
     return cli.main(["-d", dataset.dataset_name, "-c", dataset.configuration, "-np", "1", *extra])
+
+
+def _image(dataset, case: str, channel: int = 0, ending: str = ".nii.gz") -> Path:
+    return dataset.raw_folder / "imagesUnlabeled" / f"{case}_{channel:04d}{ending}"
 
 
 @pytest.fixture
@@ -106,25 +111,140 @@ def test_cpu_plans_reuse_the_same_folder(preprocessed_copy, capsys):
     assert snapshot(unlabeled_folder(dataset)) == before
 
 
-def test_changed_cases_need_overwrite(preprocessed_copy, capsys):
+def record_preprocessed_cases(dataset, monkeypatch) -> list:
+    """Make the plans' preprocessor record the ID of every case it runs (in-process runs only, -np 1)."""
+    preprocessor_class = PlansManager(str(dataset.preprocessed_folder / "nnUNetPlans.json")).get_configuration(
+        dataset.configuration).preprocessor_class
+    original_run_case = preprocessor_class.run_case
+    seen = []
+
+    def recording_run_case(self, image_files, *args, **kwargs):
+        seen.append(Path(image_files[0]).name.rsplit("_", 1)[0])
+        return original_run_case(self, image_files, *args, **kwargs)
+    monkeypatch.setattr(preprocessor_class, "run_case", recording_run_case)
+    return seen
+
+
+def brighten(image_file: Path) -> None:
+    """Replace the image by a brighter copy of itself (same grid, new content)."""
+    image = sitk.ReadImage(str(image_file))
+    brighter = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) * 2 + 1)
+    brighter.CopyInformation(image)
+    sitk.WriteImage(brighter, str(image_file))
+
+
+def case_files(folder_snapshot: dict, case: str) -> dict:
+    """The entries of one case in a :func:`snapshot`."""
+    return {name: digest for name, digest in folder_snapshot.items()
+            if name in (case + suffix for suffix in (".b2nd", "_seg.b2nd", ".pkl"))}
+
+
+def test_rerun_preprocesses_only_added_and_changed_images_and_drops_removed_ones(preprocessed_copy, monkeypatch):
     dataset = preprocessed_copy
-    before = snapshot(unlabeled_folder(dataset))
-    source = dataset.raw_folder / "imagesUnlabeled" / f"{dataset.unlabeled[0]}_0000.nii.gz"
-    shutil.copy(source, dataset.raw_folder / "imagesUnlabeled" / "extra_case_0000.nii.gz")
-    assert run_cli(dataset) == 1
-    assert "--overwrite" in capsys.readouterr().err
-    assert snapshot(unlabeled_folder(dataset)) == before
+    folder = unlabeled_folder(dataset)
+    before = snapshot(folder)
+    added, removed, changed, touched = "extra_case", dataset.unlabeled[1], dataset.unlabeled[2], dataset.unlabeled[3]
+    shutil.copy(_image(dataset, dataset.unlabeled[0]), _image(dataset, added))
+    _image(dataset, removed).unlink()
+    # new content under the old name and with the old modification time: the content hash still sees it
+    original = _image(dataset, changed)
+    old_times = original.stat()
+    brighten(original)
+    os.utime(original, ns=(old_times.st_atime_ns, old_times.st_mtime_ns))
+    os.utime(_image(dataset, touched))  # same content, new time: nothing to redo
+
+    seen = record_preprocessed_cases(dataset, monkeypatch)
+    assert preprocess_unlabeled(dataset.dataset_name, [dataset.configuration], num_processes=1) == {
+        dataset.configuration: "updated"}
+    assert sorted(seen) == sorted([added, changed])
+    after = snapshot(folder)
+    expected = sorted(set(dataset.unlabeled) - {removed} | {added})
+    assert list_unlabeled_identifiers(str(folder)) == expected
+    assert sorted(nnUNetDatasetBlosc2.get_identifiers(str(folder))) == expected  # the removed case's files are gone
+    for case in set(expected) - {added, changed}:
+        assert len(case_files(after, case)) == 3 and case_files(after, case) == case_files(before, case), case
+    assert after[f"{changed}.b2nd"] != before[f"{changed}.b2nd"]
+    manifest = load_unlabeled_manifest(str(folder))
+    record = manifest["source_files"][f"imagesUnlabeled/{touched}_0000.nii.gz"]
+    assert record["mtime_ns"] == _image(dataset, touched).stat().st_mtime_ns
+
+    seen.clear()
+    assert preprocess_unlabeled(dataset.dataset_name, [dataset.configuration], num_processes=1) == {
+        dataset.configuration: "up to date"}
+    assert seen == [] and snapshot(folder) == after
+
+
+def test_a_benchmark_split_adds_its_unlabeled_training_cases_to_the_folder(preprocessed_copy, monkeypatch):
+    from nnunetv2_scdl.cli import make_split
+
+    dataset = preprocessed_copy
+    assert make_split.main(["-d", dataset.dataset_name, "--labeled", "2", "--num-val", "1", "--seed", "0"]) == 0
+    (entry,) = load_json(str(dataset.preprocessed_folder / "splits_final.json"))
+    seen = record_preprocessed_cases(dataset, monkeypatch)
+    assert run_cli(dataset) == 0
+    assert sorted(seen) == sorted(entry["unlabeled"])
+    cases = load_unlabeled_manifest(str(unlabeled_folder(dataset)))["cases"]
+    assert {c: v["source"] for c, v in cases.items()} == {
+        **{c: "imagesUnlabeled" for c in dataset.unlabeled}, **{c: "imagesTr" for c in entry["unlabeled"]}}
+
+
+def test_missing_output_files_are_redone_and_overwrite_redoes_everything(preprocessed_copy, monkeypatch):
+    dataset = preprocessed_copy
+    folder = unlabeled_folder(dataset)
+    (folder / f"{dataset.unlabeled[0]}.pkl").unlink()
+    seen = record_preprocessed_cases(dataset, monkeypatch)
+    assert run_cli(dataset) == 0
+    assert seen == [dataset.unlabeled[0]]
+    seen.clear()
     assert run_cli(dataset, "--overwrite") == 0
-    assert "extra_case" in list_unlabeled_identifiers(str(unlabeled_folder(dataset)))
+    assert sorted(seen) == sorted(dataset.unlabeled)
+
+
+def test_changed_preprocessing_redoes_every_case(preprocessed_copy, monkeypatch):
+    dataset = preprocessed_copy
+    plans_file = dataset.preprocessed_folder / "nnUNetPlans.json"
+    plans = load_json(str(plans_file))
+    plans["foreground_intensity_properties_per_channel"]["0"]["mean"] += 1.0
+    plans_file.write_text(json.dumps(plans))
+    seen = record_preprocessed_cases(dataset, monkeypatch)
+    assert preprocess_unlabeled(dataset.dataset_name, [dataset.configuration], num_processes=1) == {
+        dataset.configuration: "overwritten"}
+    assert sorted(seen) == sorted(dataset.unlabeled)
+
+
+def test_source_file_record_reuses_the_hash_only_while_size_and_times_are_unchanged(tmp_path):
+    image = tmp_path / "case_0000.nii"
+    image.write_bytes(b"a" * 100)
+    first = source_file_record(str(image))
+    assert first["sha256"] == hashlib.sha256(b"a" * 100).hexdigest() and first["size"] == 100
+    assert source_file_record(str(image), {**first, "sha256": "kept"})["sha256"] == "kept"
+    image.write_bytes(b"b" * 100)  # same size; the old modification time put back
+    os.utime(image, ns=(first["mtime_ns"], first["mtime_ns"]))
+    assert source_file_record(str(image), first)["sha256"] == hashlib.sha256(b"b" * 100).hexdigest()
+
+
+def test_blank_and_almost_empty_images_are_preprocessed_with_a_warning(preprocessed_copy, capsys):
+    dataset = preprocessed_copy
+    reference = sitk.ReadImage(str(_image(dataset, dataset.unlabeled[0])))
+    shape = sitk.GetArrayFromImage(reference).shape
+    sparse = np.zeros(shape, dtype=np.float32)
+    sparse[:2, :2, :2] = 100  # 8 of 15680 voxels: 99.95 % zeros, like a truncated file read as zeros
+    for name, array in (("blank", np.full(shape, 7.0, dtype=np.float32)), ("sparse", sparse)):
+        image = sitk.GetImageFromArray(array)
+        image.CopyInformation(reference)
+        sitk.WriteImage(image, str(_image(dataset, name)))
+    capsys.readouterr()
+    assert run_cli(dataset) == 0
+    error = capsys.readouterr().err
+    assert "blank_0000.nii.gz: every voxel has the same value (7)" in error
+    assert "sparse_0000.nii.gz: 99.95% of its voxels are 0" in error
+    assert not [c for c in dataset.unlabeled if c in error]
+    assert {"blank", "sparse"} <= set(list_unlabeled_identifiers(str(unlabeled_folder(dataset))))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # bad input: a clear error naming the file and the problem; nothing preprocessed before is lost
 # ------------------------------------------------------------------------------------------------------------------
-def _image(dataset, case: str, channel: int = 0, ending: str = ".nii.gz") -> Path:
-    return dataset.raw_folder / "imagesUnlabeled" / f"{case}_{channel:04d}{ending}"
-
-
 def _extra_channel(dataset):
     shutil.copy(_image(dataset, dataset.unlabeled[1]), _image(dataset, dataset.unlabeled[1], channel=1))
     return [f"{dataset.unlabeled[1]}_0001.nii.gz", "wrong number of channels"]
@@ -176,8 +296,19 @@ def _missing_folder(dataset):
     return ["imagesUnlabeled", "does not exist"]
 
 
+def _two_d_image(dataset):
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((40, 40), dtype=np.float32)), str(_image(dataset, "flat")))
+    return ["flat_0000.nii.gz", "2-D, size 40x40", "imagesTr is 3-D"]
+
+
+def _rgb_image(dataset):
+    rgb = sitk.GetImageFromArray(np.ones((20, 28, 28, 3), dtype=np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(_image(dataset, "colour")))
+    return ["colour_0000.nii.gz", "3 components per voxel"]
+
+
 BAD_INPUTS = [_extra_channel, _wrong_ending, _no_channel_suffix, _unreadable, _channels_of_different_size,
-              _id_also_in_imagesTr, _empty_folder, _missing_folder]
+              _id_also_in_imagesTr, _empty_folder, _missing_folder, _two_d_image, _rgb_image]
 
 
 @pytest.mark.parametrize("break_input", BAD_INPUTS, ids=[f.__name__.strip("_") for f in BAD_INPUTS])
@@ -198,11 +329,15 @@ def test_bad_input_is_named_and_loses_nothing(preprocessed_copy, break_input, ca
         assert not [p for p in dataset.preprocessed_folder.iterdir() if ".tmp-" in p.name]
 
 
-def test_failure_while_preprocessing_keeps_the_old_data(preprocessed_copy, monkeypatch, capsys):
-    """An error after validation (here: the preprocessor fails on one case) discards the partial new folder."""
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]], ids=["incremental", "overwrite"])
+def test_failure_while_preprocessing_keeps_the_old_data(preprocessed_copy, monkeypatch, capsys, extra):
+    """An error after validation (here: the preprocessor fails on an added case, after a changed case succeeded)
+    discards the partial new folder."""
     dataset = preprocessed_copy
     before = snapshot(unlabeled_folder(dataset))
-    bad_case = dataset.unlabeled[-1]
+    brighten(_image(dataset, dataset.unlabeled[0]))
+    bad_case = "zz_added_case"  # sorted last: preprocessed after the changed case
+    shutil.copy(_image(dataset, dataset.unlabeled[1]), _image(dataset, bad_case))
     preprocessor_class = PlansManager(str(dataset.preprocessed_folder / "nnUNetPlans.json")).get_configuration(
         dataset.configuration).preprocessor_class
     original_run_case = preprocessor_class.run_case
@@ -212,7 +347,7 @@ def test_failure_while_preprocessing_keeps_the_old_data(preprocessed_copy, monke
             raise RuntimeError("simulated reader failure")
         return original_run_case(self, image_files, *args, **kwargs)
     monkeypatch.setattr(preprocessor_class, "run_case", failing_run_case)
-    assert run_cli(dataset, "--overwrite") == 1
+    assert run_cli(dataset, *extra) == 1
     error = capsys.readouterr().err
     assert bad_case in error and "simulated reader failure" in error
     assert snapshot(unlabeled_folder(dataset)) == before
@@ -231,6 +366,7 @@ def test_missing_plans_or_configuration_say_to_plan_first(preprocessed_copy, cap
     assert "987" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_prints_the_error_without_traceback(phantom_copy, run_console):
     dataset = phantom_copy()
     shutil.rmtree(dataset.raw_folder / "imagesUnlabeled")

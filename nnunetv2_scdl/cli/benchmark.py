@@ -20,8 +20,24 @@ and ``nnUNetv2_scdl_preprocess_unlabeled``. After each trainer it rewrites ``<ou
 ``benchmark.json`` (every number) and three plots (per-class Dice, Dice against time, pseudo Dice per epoch). Run the
 same command again to resume: finished steps are skipped, a half-trained model continues from its last checkpoint.
 Changing the settings of an existing output folder is refused.
+
+Several seeds (``--seed 0 1 2``) run one after the other, each in its own ordinary benchmark folder
+``<output>/seed_<seed>``, and ``<output>/benchmark.md`` merges them (mean ± sd over seeds, paired differences; see
+:mod:`nnunetv2_scdl.evaluation.seed_report`). Another invocation into the same output (e.g. a second set of trainers,
+or another seed) adds to those folders.
+
+``--learning-curve 600 1200 2400`` trains only the supervised reference, at each budget in ``<output>/steps_0600``,
+``<output>/steps_1200``, ...: each is the folder that ``--trainers nnUNetTrainerSupervised --epochs STEPS/IT
+--iterations-per-epoch IT -o <output>/steps_<STEPS>`` writes, so such folders are resumed.
+``<output>/learning_curve.md`` (with ``.json`` and ``.png``) reports the curve and the protocol budget
+(:mod:`nnunetv2_scdl.evaluation.learning_curve`).
+
+``--summaries DIR`` writes each finished trainer's small summary (JSON) to ``DIR/seed_<seed>/<trainer>.json``
+(``DIR/steps_<steps>/seed_<seed>/...`` for a learning curve); ``nnUNetv2_scdl_benchmark_report`` rebuilds the report
+from them alone.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -36,6 +52,8 @@ from typing import Dict, List, Optional
 from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_command, dataset_id_of,
                                         exit_code_of, external_trainer_path, run_logged,
                                         source_checkout_pythonpath)
+from nnunetv2_scdl.cli.benchmark_report import (STATE_FILE, collect_summaries, export_summaries, is_run_folder,
+                                               report_sources, seed_folder, seed_subfolders, steps_folder)
 from nnunetv2_scdl.cli.evaluate import OUTPUT_STEM
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, LEARNED_SUSTAIN, LEARNED_THRESHOLD,
                                                        REFERENCE_TRAINER, TrainerRecord, check_comparable,
@@ -44,7 +62,6 @@ from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, LEARN
                                                        scdl_effect_table, summary_table)
 
 FOLD = "0"
-STATE_FILE = "benchmark_state.json"
 # settings that must match to resume an output folder (the trainer list may grow)
 _RESUME_KEYS = ("dataset", "configuration", "plans", "split", "epochs", "iterations_per_epoch",
                 "val_iterations_per_epoch", "seed", "device", "tta", "paper_protocol", "scdl_environment")
@@ -92,16 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="benchmark folder (models, predictions, logs, report); reuse it to resume")
     parser.add_argument("-c", dest="configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("--trainers", nargs="+", default=list(BENCHMARK_TRAINERS),
+    parser.add_argument("--trainers", nargs="+", default=None,
                         help=f"trainer class names (default: all {len(BENCHMARK_TRAINERS)}: the supervised "
                              f"reference and every semi-supervised trainer with and without SCDL). "
                              f"{REFERENCE_TRAINER} is always added as the reference row.")
-    parser.add_argument("--epochs", type=int, required=True, help="epochs per trainer (SCDL_NUM_EPOCHS)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per trainer (SCDL_NUM_EPOCHS); required unless --learning-curve")
     parser.add_argument("--iterations-per-epoch", type=int, required=True,
                         help="optimiser steps per epoch (SCDL_NUM_ITERATIONS_PER_EPOCH)")
+    parser.add_argument("--learning-curve", type=int, nargs="+", metavar="STEPS", default=None,
+                        help="train only the supervised reference, once per budget of STEPS optimiser steps (each a "
+                             "multiple of --iterations-per-epoch), in <output>/steps_<STEPS>; report the learning "
+                             "curve and the protocol budget")
     parser.add_argument("--val-iterations", type=int, default=2,
                         help="nnU-Net's per-epoch pseudo-Dice batches (SCDL_NUM_VAL_ITERATIONS_PER_EPOCH, default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every trainer (SCDL_SEED, default 0)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="seed of every trainer (SCDL_SEED, default 0); several seeds run one after the other, "
+                             "each in <output>/seed_<seed>, with a report over seeds in <output>")
+    parser.add_argument("--seed-folders", action="store_true",
+                        help="put even a single seed into <output>/seed_<seed> (implied by several seeds, or when "
+                             "<output> already holds seed_<n> folders)")
+    parser.add_argument("--summaries", type=Path, default=None,
+                        help="also write each finished trainer's small summary (JSON) to "
+                             "SUMMARIES/[steps_<steps>/]seed_<seed>/<trainer>.json, e.g. under docs/results/")
     parser.add_argument("-device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
                         help="training and prediction device (default: cuda if available, else cpu)")
     parser.add_argument("--tta", action="store_true", help="predict with mirroring (off by default: CPU time)")
@@ -323,7 +353,8 @@ def records_in_order(state: dict, trainers: List[str], paths: BenchmarkPaths) ->
             iterations = state["settings"]["epochs"] * state["settings"]["iterations_per_epoch"]
             records.append(TrainerRecord(trainer, json.loads(evaluation_file.read_text()),
                                          entry["training"]["seconds"], iterations,
-                                         entry["training"].get("pseudo_dice")))
+                                         entry["training"].get("pseudo_dice"),
+                                         iterations_per_epoch=state["settings"]["iterations_per_epoch"]))
     return records
 
 
@@ -445,6 +476,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                             f"(training {entry['training']['seconds'] / 60:.1f} min)")
             steps.update()
             write_report(state, trainers, paths)
+            export_folder_summaries(args, paths)
     finally:
         steps.close()
     report = write_report(state, trainers, paths)
@@ -452,10 +484,137 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
     return report
 
 
+def export_folder_summaries(args: argparse.Namespace, paths: BenchmarkPaths) -> None:
+    """With ``--summaries``: (re)write the summaries of this folder's finished trainers."""
+    if getattr(args, "summaries", None) is None:
+        return
+    summaries, _ = collect_summaries(paths.output)
+    export_summaries(summaries, args.summaries, by_steps=bool(getattr(args, "learning_curve", None)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# several seeds, learning curve
+# ----------------------------------------------------------------------------------------------------------------------
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse contradictory or impossible options before anything runs; normalise seeds and budgets."""
+    if args.iterations_per_epoch < 1 or args.val_iterations < 1:
+        raise StepError("--iterations-per-epoch and --val-iterations must be >= 1.")
+    args.seed = list(dict.fromkeys(args.seed))
+    if args.learning_curve is None:
+        if args.epochs is None:
+            raise StepError("--epochs is required (or --learning-curve STEPS ... for the supervised budget search).")
+        return
+    if args.epochs is not None:
+        raise StepError("--learning-curve sets the epochs of each budget (STEPS / --iterations-per-epoch); leave out "
+                        "--epochs.")
+    if args.trainers is not None and set(args.trainers) != {REFERENCE_TRAINER}:
+        raise StepError(f"--learning-curve trains only the supervised reference {REFERENCE_TRAINER}; leave out "
+                        f"--trainers.")
+    ipe = args.iterations_per_epoch
+    wrong = [steps for steps in args.learning_curve if steps < 1 or steps % ipe]
+    if wrong:
+        raise StepError(f"--learning-curve: {', '.join(map(str, wrong))} step(s) not a positive multiple of "
+                        f"--iterations-per-epoch {ipe}; every budget must be a whole number of epochs (e.g. "
+                        f"{', '.join(str(max(1, round(s / ipe)) * ipe) for s in wrong)}).")
+    args.learning_curve = sorted(set(args.learning_curve))
+
+
+def folder_command(args: argparse.Namespace, epochs: int, seed: int, output: Path) -> str:
+    """The plain single-seed command that writes ``output`` as the seeds or learning-curve mode does; recorded in
+    that folder, so the folder is the same as if that command had made it."""
+    parts = ["-d", args.dataset, "--split", args.split]
+    parts += ["-c", args.configuration] if args.configuration != "3d_fullres" else []
+    parts += ["-p", args.plans] if args.plans != "nnUNetPlans" else []
+    parts += ["--epochs", epochs, "--iterations-per-epoch", args.iterations_per_epoch]
+    parts += ["--val-iterations", args.val_iterations] if args.val_iterations != 2 else []
+    trainers = [REFERENCE_TRAINER] if args.learning_curve else args.trainers
+    parts += ["--trainers", *trainers] if trainers else []
+    parts += ["--seed", seed, "-o", output]
+    parts += ["-device", args.device] if args.device else []
+    parts += ["--tta"] if args.tta else []
+    parts += ["--no-paper-protocol"] if args.no_paper_protocol else []
+    parts += ["--overwrite-split"] if args.overwrite_split else []
+    parts += ["-np", args.num_processes] if args.num_processes != 2 else []
+    for folder in args.ext_trainer_dir:
+        parts += ["--ext-trainer-dir", folder]
+    parts += ["--verbose"] if args.verbose else []
+    return "nnUNetv2_scdl_benchmark " + " ".join(shlex.quote(str(part)) for part in parts)
+
+
+def single_run_args(args: argparse.Namespace, epochs: int, seed: int, output: Path) -> argparse.Namespace:
+    single = copy.copy(args)
+    single.epochs, single.seed, single.output = epochs, seed, output
+    single.trainers = [REFERENCE_TRAINER] if args.learning_curve else (args.trainers or list(BENCHMARK_TRAINERS))
+    return single
+
+
+def uses_seed_folders(args: argparse.Namespace, output: Path) -> bool:
+    """Seeds go into ``seed_<n>`` folders with several seeds, ``--seed-folders``, or an output that has them."""
+    seed_layout = len(args.seed) > 1 or args.seed_folders or bool(seed_subfolders(output))
+    if seed_layout and is_run_folder(output):
+        raise StepError(f"{output} is a single-seed benchmark folder; several seeds go into seed_<n> folders of a new "
+                        f"-o folder. To merge this folder with others, use nnUNetv2_scdl_benchmark_report {output} "
+                        f"OTHER_FOLDER ... -o MERGED_FOLDER.")
+    return seed_layout
+
+
+def write_merged_report(output: Path, learning_curve: bool = False) -> Optional[Path]:
+    """The report over seeds (or the learning curve) of ``output``; a failure is printed, not raised, so that it
+    never hides the error of a run."""
+    try:
+        return report_sources([output], output, learning_curve=learning_curve)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"warning: no {'learning-curve ' if learning_curve else ''}report for {output}: {e}", file=sys.stderr)
+        return None
+
+
+def run_seeds(args: argparse.Namespace, epochs: int, output: Path, command: Optional[str]) -> Optional[Path]:
+    """Run every seed of ``args`` at ``epochs`` into ``output``: the folder itself for a single seed (recording
+    ``command``, or :func:`folder_command` when ``None``), else ``output/seed_<seed>`` and a report over seeds."""
+    if not uses_seed_folders(args, output):
+        seed = args.seed[0]
+        return run_benchmark(single_run_args(args, epochs, seed, output),
+                             command or folder_command(args, epochs, seed, output))
+    try:
+        for index, seed in enumerate(args.seed):
+            folder = seed_folder(output, seed)
+            print(f"== seed {seed} ({index + 1}/{len(args.seed)}): {folder}")
+            run_benchmark(single_run_args(args, epochs, seed, folder), folder_command(args, epochs, seed, folder))
+    finally:
+        report = write_merged_report(output)
+    return report
+
+
+def run_learning_curve(args: argparse.Namespace) -> Optional[Path]:
+    """Train the supervised reference at each budget into ``output/steps_<steps>``; report the learning curve."""
+    output = args.output.resolve()
+    if is_run_folder(output):
+        raise StepError(f"{output} is a benchmark folder; --learning-curve writes steps_<steps> folders into a "
+                        f"folder of its own.")
+    try:
+        for index, steps in enumerate(args.learning_curve):
+            epochs = steps // args.iterations_per_epoch
+            folder = steps_folder(output, steps)
+            print(f"== budget {steps} steps = {epochs} epochs × {args.iterations_per_epoch} iterations "
+                  f"({index + 1}/{len(args.learning_curve)}): {folder}")
+            run_seeds(args, epochs, folder, None)
+            write_merged_report(output, learning_curve=True)
+    finally:
+        report = write_merged_report(output, learning_curve=True)
+    return report
+
+
+def run(args: argparse.Namespace, command: str) -> Optional[Path]:
+    check_options(args)
+    if args.learning_curve:
+        return run_learning_curve(args)
+    return run_seeds(args, args.epochs, args.output.resolve(), command)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     command = "nnUNetv2_scdl_benchmark " + " ".join(shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv))
-    return exit_code_of("nnUNetv2_scdl_benchmark", lambda: run_benchmark(args, command),
+    return exit_code_of("nnUNetv2_scdl_benchmark", lambda: run(args, command),
                         (StepError, ValueError, FileNotFoundError, RuntimeError),
                         "; run the same command again to resume.")
 

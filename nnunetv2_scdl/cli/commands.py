@@ -3,6 +3,7 @@
 Each command runs with this interpreter, its output goes to a log file, and chosen lines are echoed; a failure raises
 :class:`StepError` with the end of the log.
 """
+import ast
 import os
 import re
 import subprocess
@@ -12,15 +13,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-# our console scripts, for a source checkout that is not pip-installed (same targets as setup.py)
-_OWN_CONSOLE_SCRIPTS = {
-    "nnUNetv2_scdl_preprocess_unlabeled": "nnunetv2_scdl.cli.preprocess_unlabeled:main",
-    "nnUNetv2_scdl_make_split": "nnunetv2_scdl.cli.make_split:main",
-    "nnUNetv2_scdl_trainers_path": "nnunetv2_scdl.cli.trainers_path:main",
-    "nnUNetv2_scdl_demo": "nnunetv2_scdl.cli.demo:main",
-    "nnUNetv2_scdl_benchmark": "nnunetv2_scdl.cli.benchmark:main",
-    "nnUNetv2_scdl_cpu_plans": "nnunetv2_scdl.cli.cpu_plans:main",
-}
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout root, when running from a source checkout
+
 # nnU-Net training lines worth echoing while a trainer runs
 TRAINING_PROGRESS = re.compile(r"(Epoch \d+$|_loss|Pseudo dice|Epoch time|ssl terms)")
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+: ")  # nnU-Net's print_to_log_file prefix
@@ -35,15 +29,29 @@ def console_command(name: str) -> List[str]:
     """``[python, -c, ...]`` running the console script ``name`` with this interpreter.
 
     Resolved through the installed entry points (nnU-Net's, ours when installed), so the right Python runs even when
-    several environments are on PATH; our own scripts also work from an uninstalled source checkout.
+    several environments are on PATH; our own scripts also work from an uninstalled source checkout, through the
+    ``console_scripts`` of its ``setup.py`` (:func:`source_checkout_console_scripts`).
     """
     found = entry_points(group="console_scripts", name=name)
-    target = next(iter(found)).value if found else _OWN_CONSOLE_SCRIPTS.get(name)
+    target = next(iter(found)).value if found else source_checkout_console_scripts().get(name)
     if target is None:
         raise StepError(f"Console script {name} not found. Is nnunetv2 installed in {sys.executable}?")
     module, function = target.split(":")
     code = f"import sys; from {module} import {function} as f; sys.argv[0] = {name!r}; sys.exit(f())"
     return [sys.executable, "-c", code]
+
+
+def source_checkout_console_scripts() -> Dict[str, str]:
+    """``{name: "module:function"}`` of the ``console_scripts`` in this source checkout's ``setup.py`` (read, not
+    run); empty when the package is installed without its ``setup.py``."""
+    setup_file = REPO_ROOT / "setup.py"
+    if not setup_file.is_file():
+        return {}
+    for node in ast.walk(ast.parse(setup_file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            scripts = ast.literal_eval(node.value).get("console_scripts", [])
+            return dict((part.strip() for part in line.split("=", 1)) for line in scripts)
+    return {}
 
 
 def display_command(command: Sequence[str]) -> str:
@@ -58,11 +66,10 @@ def display_command(command: Sequence[str]) -> str:
 def source_checkout_pythonpath(environ: Dict[str, str]) -> Dict[str, str]:
     """Copy of ``environ`` whose PYTHONPATH also finds this package when it runs from a source checkout."""
     environ = dict(environ)
-    repo_root = Path(__file__).resolve().parents[2]
-    if (repo_root / "setup.py").is_file():
+    if (REPO_ROOT / "setup.py").is_file():
         parts = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if str(repo_root) not in parts:
-            environ["PYTHONPATH"] = os.pathsep.join([str(repo_root)] + parts)
+        if str(REPO_ROOT) not in parts:
+            environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + parts)
     return environ
 
 

@@ -2,7 +2,11 @@
 
     nnUNetv2_scdl_demo                              # ./nnunetv2_scdl_demo (or _2, _3, ... if it exists)
     nnUNetv2_scdl_demo --workdir /tmp/demo --epochs 5 --iterations 10
-    nnUNetv2_scdl_demo --trainers nnUNetTrainerSupervised nnUNetTrainerMeanTeacher
+    nnUNetv2_scdl_demo --trainers nnUNetTrainerSupervised nnUNetTrainerSCDL_GACPS
+
+The default trainers are supervised nnU-Net, the mean teacher and the mean teacher with SCDL. ``--trainers`` takes any
+trainer nnU-Net can find (its own, this package's, or one in ``--ext-trainer-dir``); names are checked with nnU-Net's
+own lookup before anything runs.
 
 Steps, each a real nnU-Net (or nnunetv2_scdl) command run as a subprocess with nnUNet_raw/_preprocessed/_results
 inside the work dir, its output logged to ``<workdir>/logs/``:
@@ -20,25 +24,28 @@ inside the work dir, its output logged to ``<workdir>/logs/``:
    ``<workdir>/results.md`` and ``<workdir>/results.json``.
 """
 import argparse
+import contextlib
+import difflib
+import io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_command, exit_code_of,
                                         external_trainer_path, run_logged, source_checkout_pythonpath)
 
-DEFAULT_TRAINERS = ("nnUNetTrainerSupervised", "nnUNetTrainerMeanTeacher")
+DEFAULT_TRAINERS = ("nnUNetTrainerSupervised", "nnUNetTrainerMeanTeacher", "nnUNetTrainerSCDL_MT")
 DATASET_NAME = "PhantomDemo"
 CONFIGURATION = "3d_fullres"
 SOURCE_PLANS = "nnUNetPlans"
 CPU_PLANS = "nnUNetPlans_cpu"
 FOLD = "0"
-DemoStepError = StepError  # the demo's name for it
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -60,11 +67,18 @@ def dice_per_class(reference_folder: Path, prediction_folder: Path, labels: Dict
         case = reference.name[:-len(file_ending)]
         prediction = prediction_folder / reference.name
         if not prediction.is_file():
-            raise DemoStepError(f"No prediction {prediction} for test case {case}.")
+            raise StepError(f"No prediction {prediction} for test case {case}.")
         metrics = compute_metrics(str(reference), str(prediction), SimpleITKIO(), list(foreground.values()))
         per_case[case] = {name: float(metrics["metrics"][value]["Dice"]) for name, value in foreground.items()}
     per_class = {name: float(np.nanmean([d[name] for d in per_case.values()])) for name in foreground}
     return {"per_class": per_class, "mean": float(np.mean(list(per_class.values()))), "per_case": per_case}
+
+
+def what_a_short_run_shows(epochs: int, iterations: int) -> str:
+    """The one line printed under the Dice table: what a run of this budget can and cannot show."""
+    return (f"A {epochs} x {iterations}-iteration CPU run shows that every trainer trains, predicts and is evaluated "
+            f"through nnU-Net's own commands; it cannot rank the methods: training is not seeded and far from "
+            f"converged, so two runs differ by more than the trainers do.")
 
 
 def results_table(results: Dict[str, dict], class_names: Sequence[str]) -> str:
@@ -84,7 +98,7 @@ def fresh_workdir(requested: Optional[str]) -> Path:
     if requested is not None:
         path = Path(requested).resolve()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise DemoStepError(f"--workdir {path} exists and is not empty; choose a new folder.")
+            raise StepError(f"--workdir {path} exists and is not empty; choose a new folder.")
         return path
     base = Path.cwd() / "nnunetv2_scdl_demo"
     path, counter = base, 2
@@ -115,17 +129,64 @@ class StepClock:
         return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def unknown_trainers(names: Sequence[str], ext_trainer_path: str) -> List[str]:
+    """The ``names`` that nnU-Net's own trainer lookup (what ``nnUNetv2_train -tr`` uses) does not find, with
+    ``nnUNet_extTrainer=ext_trainer_path``."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    unknown = []
+    previous = os.environ.get("nnUNet_extTrainer")
+    os.environ["nnUNet_extTrainer"] = ext_trainer_path
+    try:
+        for name in names:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # the lookup prints every folder it searches
+                    recursive_find_trainer_class_by_name(name)
+            except (RuntimeError, AssertionError):  # not found, or not an nnUNetTrainer
+                unknown.append(name)
+    finally:
+        if previous is None:
+            os.environ.pop("nnUNet_extTrainer", None)
+        else:
+            os.environ["nnUNet_extTrainer"] = previous
+    return unknown
+
+
+def check_trainer_names(names: Sequence[str], ext_trainer_path: str) -> None:
+    """Raise :class:`StepError` naming every trainer nnU-Net cannot find, with close matches among this
+    package's trainers. The default trainers are not looked up (their import alone takes seconds)."""
+    to_check = [n for n in dict.fromkeys(names) if n not in DEFAULT_TRAINERS]
+    unknown = unknown_trainers(to_check, ext_trainer_path) if to_check else []
+    if not unknown:
+        return
+    known = sorted({name for folder in ext_trainer_path.split(os.pathsep) if folder and os.path.isdir(folder)
+                    for file in Path(folder).rglob("*.py")
+                    for name in re.findall(r"\bnnUNetTrainer\w*", file.read_text(encoding="utf-8", errors="replace"))})
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=3)
+        lines.append(f"  {name}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    raise StepError("Unknown trainer(s) for --trainers; nnU-Net finds no class of this name in its own trainers "
+                        "or in nnUNet_extTrainer (" + ext_trainer_path + "):\n" + "\n".join(lines) +
+                        "\nThis package's trainers are listed in its README (Semi-supervised trainers); add the "
+                        "folder of your own trainers with --ext-trainer-dir.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_scdl_demo",
         description="Generate a small class-imbalanced phantom dataset, plan and preprocess it with nnU-Net, "
-                    "preprocess its unlabeled images, train a supervised and a semi-supervised trainer on the CPU, "
-                    "predict the test cases and print the Dice per class.")
+                    "preprocess its unlabeled images, train supervised nnU-Net, the mean teacher and the mean teacher "
+                    "with SCDL (or the --trainers given) on the CPU, predict the test cases and print the Dice per "
+                    "class.")
     parser.add_argument("--workdir", help="new or empty folder for everything (default ./nnunetv2_scdl_demo[_N])")
     parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS),
-                        help=f"trainer class names (default: {' '.join(DEFAULT_TRAINERS)})")
-    parser.add_argument("--epochs", type=int, default=10, help="SCDL_NUM_EPOCHS (default 10)")
-    parser.add_argument("--iterations", type=int, default=20, help="SCDL_NUM_ITERATIONS_PER_EPOCH (default 20)")
+                        help="trainer class names, e.g. nnUNetTrainerSCDL_GACPS (default: "
+                             f"{' '.join(DEFAULT_TRAINERS)})")
+    # 6 x 15 = 90 steps per trainer: the three default trainers then cost about as much CPU time as 200 steps of
+    # supervised + mean teacher, which ran in under 5 minutes on an idle 2-core CPU (README, Quick start)
+    parser.add_argument("--epochs", type=int, default=6, help="SCDL_NUM_EPOCHS (default 6)")
+    parser.add_argument("--iterations", type=int, default=15, help="SCDL_NUM_ITERATIONS_PER_EPOCH (default 15)")
     parser.add_argument("--val-iterations", type=int, default=4,
                         help="SCDL_NUM_VAL_ITERATIONS_PER_EPOCH (default 4)")
     parser.add_argument("--labeled", type=int, default=8, help="labeled training cases (default 8)")
@@ -171,9 +232,10 @@ def run_demo(args: argparse.Namespace) -> Dict[str, dict]:
     from nnunetv2_scdl.data.phantoms import PHANTOM_LABELS, STRUCTURES, make_phantom_dataset
 
     workdir = fresh_workdir(args.workdir)
+    env = demo_environment(workdir, args)
+    check_trainer_names(args.trainers, env["nnUNet_extTrainer"])
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
-    env = demo_environment(workdir, args)
     dataset_id = str(args.dataset_id)
     print(f"nnunetv2_scdl demo in {workdir} (logs in {logs})\n"
           f"  trainers: {', '.join(args.trainers)}; budget {args.epochs} epochs x {args.iterations} iterations "
@@ -220,6 +282,7 @@ def run_demo(args: argparse.Namespace) -> Dict[str, dict]:
     table += "\n\nShare of the voxels per class: " + ", ".join(
         f"{label_names[s.label]} {s.fraction_range[0]:.1%}-{s.fraction_range[1]:.1%}"
         for s in sorted(STRUCTURES, key=lambda s: s.label)) + "."
+    table += "\n" + what_a_short_run_shows(args.epochs, args.iterations)
     summary = {
         "workdir": str(workdir), "dataset": phantom.dataset_name, "configuration": CONFIGURATION,
         "plans": CPU_PLANS, "fold": FOLD, "trainers": list(args.trainers),
@@ -245,7 +308,7 @@ def main(argv=None) -> int:
         print("nnUNetv2_scdl_demo: error: --epochs, --iterations, --val-iterations, --labeled and --test must be "
               ">= 1", file=sys.stderr)
         return 2
-    return exit_code_of("nnUNetv2_scdl_demo", lambda: run_demo(args), (DemoStepError, FileExistsError, ValueError))
+    return exit_code_of("nnUNetv2_scdl_demo", lambda: run_demo(args), (StepError, FileExistsError, ValueError))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,8 +5,10 @@
 
 Unlabeled cases come from ``nnUNet_raw/DatasetX/imagesUnlabeled/{ID}_{XXXX}{file_ending}`` and/or from the
 ``unlabeled`` lists of ``splits_final.json`` written by ``nnUNetv2_scdl_make_split`` (images read from imagesTr,
-labels never opened). Output: ``nnUNet_preprocessed/DatasetX/<data_identifier>_unlabeled/``. See
-:mod:`nnunetv2_scdl.data.unlabeled_preprocessing`.
+labels never opened). Output: ``nnUNet_preprocessed/DatasetX/<data_identifier>_unlabeled/``.
+
+Run it again after adding, removing or replacing images: it preprocesses only new and changed cases and drops the
+outputs of removed ones. See :mod:`nnunetv2_scdl.data.unlabeled_preprocessing`.
 """
 import argparse
 import sys
@@ -22,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Preprocess unlabeled images exactly like nnU-Net preprocesses the labeled ones (same resampling, "
                     "normalisation, cropping and transposition), into "
                     "nnUNet_preprocessed/DatasetX/<data_identifier>_unlabeled/. Run nnUNetv2_plan_and_preprocess "
-                    "first.")
+                    "first. Rerun it after adding, removing or replacing unlabeled images: only new and changed "
+                    "cases are preprocessed, and the outputs of removed ones are dropped.")
     parser.add_argument("-d", dest="dataset", required=True, help="dataset name or ID")
     parser.add_argument("-c", dest="configurations", nargs="+", required=True, metavar="CONFIG",
                         help="configuration(s) of the plans, e.g. 3d_fullres")
@@ -30,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", dest="num_processes", type=int, default=DEFAULT_NUM_PROCESSES,
                         help=f"worker processes (default {DEFAULT_NUM_PROCESSES}; 1 runs in this process)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="redo an existing preprocessed unlabeled folder (it is replaced only once the new one "
-                             "is complete)")
+                        help="preprocess every case again, changed or not (the old folder is replaced only once "
+                             "the new one is complete)")
     return parser
 
 

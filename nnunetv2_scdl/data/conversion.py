@@ -307,7 +307,7 @@ def convert_amos(source: Path, raw_root: Path, dataset_id: int, name: str = "AMO
     """Convert AMOS22: training -> imagesTr/labelsTr, validation -> imagesTs (+ labelsTs where labelled).
 
     splits_txt_dir: folder of the papers' split text files; every labeled_{P}p.txt there becomes paper_splits/
-    amos_{P}pct.json (checked against spec §6 unless ``verify_splits`` is False).
+    amos_{P}pct.json (checked against the papers' published split facts unless ``verify_splits`` is False).
     channel_name: nnU-Net channel name (it selects the normalisation); default: the dataset.json's modality '0',
     else 'CT'. Note the papers' AMOS split includes IDs >= 0500, which AMOS numbers as MRI scans.
     """

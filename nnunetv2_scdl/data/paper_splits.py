@@ -1,4 +1,4 @@
-"""The semi-supervised splits of the papers (method spec §6), as split files for ``nnUNetv2_scdl_make_split``.
+"""The semi-supervised splits of the papers (the lists published with the GA/SCDL and DHC/GenericSSL code), as split files for ``nnUNetv2_scdl_make_split``.
 
 A split file is JSON with the keys ``labeled``, ``unlabeled`` and ``val`` (case identifiers of the nnU-Net raw
 dataset's imagesTr), plus ``dataset``, ``protocol``, ``source`` and ``test`` (the test cases, which the converters put
@@ -7,19 +7,19 @@ in imagesTs; informational). It is the format of the project's shared split file
 Synapse (BTCV, the 30 labelled training scans img0001-0010 and img0021-0040). Case IDs are built from the scan number:
 ``synapse_0002`` for the datasets written by ``nnunetv2_scdl.data.conversion`` (style "synapse"), or ``btcv_01`` for
 the "SABS" copy in the project's shared data, where btcv_NN is the NN-th of the 30 scans in sorted order (style
-"sabs"). Built in, all lists from spec §6:
+"sabs"). Built in, all lists as published with the papers' code:
 - ``synapse_ga_20pct``: GA/SCDL 20 %: 4 labeled, 16 unlabeled, 4 val, 6 test.
 - ``synapse_ga_10pct``: GA/SCDL 10 %: labeled {0023, 0028}; unlabeled = the other 18 of the same 20 training scans
-  (the spec gives only the labeled pair; the public DHC split files at xmed-lab/DHC 3a09c34 list the same 18).
+  (the papers give only the labeled pair; the public DHC split files at xmed-lab/DHC 3a09c34 list the same 18).
 - ``synapse_genericssl_20pct``: DHC/GenericSSL 20 % (GenericSSL's labeled file): 4 labeled, 16 unlabeled of DHC's 20
   training scans, 4 val, 6 test. (DHC itself draws its labeled cases at random; that is not reproducible.)
 
-AMOS22 (the splits the DHC, GA and SCDL releases share): the spec gives the counts (216 training = labeled +
+AMOS22 (the splits the DHC, GA and SCDL releases share): the papers give the counts (216 training = labeled +
 unlabeled, 24 val, 120 test = the official validation set; 2 % = 4 labeled) and only one list, the 10 labeled cases of
-5 % (``AMOS_5PCT_LABELED``). The unlabeled, val and test lists and the 2 %/10 % labeled lists are not in the spec, so
+5 % (``AMOS_5PCT_LABELED``). The unlabeled, val and test lists and the 2 %/10 % labeled lists are not in the papers, so
 no AMOS split is built in and none is invented: ``amos_split_from_txt_dir`` builds them from the public split text
 files (one ID per line: labeled_{P}p.txt, unlabeled_{P}p.txt, eval.txt, test.txt; e.g. the amos_data/splits folder
-of the DHC repository) and checks them against what the spec does give.
+of the DHC repository) and checks them against what the papers do give.
 """
 import json
 from dataclasses import dataclass
@@ -121,7 +121,7 @@ def synapse_split(name: str, case_id_style: str = "synapse") -> PaperSplit:
     def ids(numbers):
         return tuple(synapse_case_id(n, case_id_style) for n in numbers)
 
-    return PaperSplit(name, protocol, "nnunetv2_scdl method spec §6 (papers' split lists)", ids(labeled),
+    return PaperSplit(name, protocol, "the papers' published split lists", ids(labeled),
                       ids(unlabeled), ids(val), ids(test))
 
 
@@ -129,9 +129,9 @@ def synapse_split(name: str, case_id_style: str = "synapse") -> PaperSplit:
 AMOS_5PCT_LABELED: Tuple[str, ...] = ("amos_0078", "amos_0158", "amos_0170", "amos_0192", "amos_0391", "amos_0396",
                                       "amos_0410", "amos_0514", "amos_0548", "amos_0578")
 AMOS_PROTOCOL_COUNTS = {"training": 216, "val": 24, "test": 120}
-AMOS_LABELED_COUNTS = {2: 4, 5: 10}  # percent -> labeled cases; the spec gives no count for 10 %
+AMOS_LABELED_COUNTS = {2: 4, 5: 10}  # percent -> labeled cases; the papers give no count for 10 %
 AMOS_SPLIT_NAMES: Tuple[str, ...] = ("amos_2pct", "amos_5pct", "amos_10pct")
-AMOS_NOT_BUILT_IN = ("The AMOS lists are not built in: the spec gives only counts (216 training, 24 val, 120 test; 2% "
+AMOS_NOT_BUILT_IN = ("The AMOS lists are not built in: the papers give only counts (216 training, 24 val, 120 test; 2% "
                      "= 4 labeled) and the 10 labeled cases of 5%. Build the splits from the papers' split text files "
                      "(labeled_{P}p.txt, unlabeled_{P}p.txt, eval.txt, test.txt; e.g. amos_data/splits in the DHC "
                      "repository) with 'nnUNetv2_scdl_convert_dataset split-from-txt' or "
@@ -160,7 +160,7 @@ def split_from_txt_files(name: str, protocol: str, labeled_txt: Path, unlabeled_
 def amos_split_from_txt_dir(txt_dir: Path, percent: int, verify: bool = True) -> PaperSplit:
     """The AMOS ``percent`` % split from a folder of the papers' split text files.
 
-    With ``verify`` (the default) the lists must agree with everything spec §6 states: 216 training cases (labeled +
+    With ``verify`` (the default) the lists must agree with the published AMOS facts: 216 training cases (labeled +
     unlabeled), 24 val, 120 test, 4 labeled for 2 %, and the 5 % labeled list ``AMOS_5PCT_LABELED``. Raises
     ValueError naming the disagreement.
     """
@@ -179,7 +179,7 @@ def amos_split_from_txt_dir(txt_dir: Path, percent: int, verify: bool = True) ->
 
 
 def verify_amos_split(split: PaperSplit, percent: int) -> List[str]:
-    """Disagreements between ``split`` and the AMOS facts in spec §6 (empty when none)."""
+    """Disagreements between ``split`` and the published AMOS facts (empty when none)."""
     problems = []
     counts = {"training": len(split.labeled) + len(split.unlabeled), "val": len(split.val), "test": len(split.test)}
     for role, expected in AMOS_PROTOCOL_COUNTS.items():

@@ -43,12 +43,14 @@ class TrainerRecord:
     """One benchmark row. ``evaluation``: the ``evaluation_scdl.json`` content. ``training_seconds``: summed epoch
     durations from the checkpoint's log (setup and final validation excluded); ``iterations``: optimiser steps.
     ``pseudo_dice``: nnU-Net's per-epoch pseudo Dice, [epochs][foreground classes in label order] (NaN where a class
-    was absent from the epoch's validation patches); ``None`` when unknown."""
+    was absent from the epoch's validation patches); ``None`` when unknown. ``iterations_per_epoch``: optimiser steps
+    per epoch, to express epochs as steps; ``None`` when unknown."""
     trainer: str
     evaluation: dict
     training_seconds: float
     iterations: int
     pseudo_dice: Optional[List[List[float]]] = None
+    iterations_per_epoch: Optional[int] = None
 
     def pseudo_dice_by_label(self) -> Optional[Dict[int, np.ndarray]]:
         """``{label: pseudo Dice per epoch}``; ``None`` if unknown or if its classes do not match the evaluation's."""
@@ -214,10 +216,19 @@ def first_learned_epoch(curve: np.ndarray, threshold: float = LEARNED_THRESHOLD,
     return None
 
 
+def learned_cell(epoch: Optional[int], iterations_per_epoch: Optional[int]) -> str:
+    """``never``, ``epoch``, or ``step (epoch)`` where ``step = (epoch + 1) × iterations_per_epoch``: the optimiser
+    steps done when that epoch's pseudo Dice was measured."""
+    if epoch is None:
+        return "never"
+    return str(epoch) if iterations_per_epoch is None else f"{(epoch + 1) * iterations_per_epoch} ({epoch})"
+
+
 def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEARNED_THRESHOLD) -> str:
     """Per trainer and class: the epoch from which the pseudo Dice stayed ≥ ``threshold``
-    (:func:`first_learned_epoch`), and the last epoch's mean pseudo Dice. Trainers without a pseudo-Dice log are left
-    out; an empty string if none has one."""
+    (:func:`first_learned_epoch`), as ``step (epoch)`` when the record knows its iterations per epoch
+    (:func:`learned_cell`), and the last epoch's mean pseudo Dice. Trainers without a pseudo-Dice log are left out; an
+    empty string if none has one."""
     labels, names, tail = _classes(records)
     header = ["trainer"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
     header += ["last epoch: mean pseudo Dice %"]
@@ -228,8 +239,7 @@ def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEA
             continue
         cells = [short_name(r.trainer)]
         for label in labels:
-            epoch = first_learned_epoch(curves[label], threshold)
-            cells.append("never" if epoch is None else str(epoch))
+            cells.append(learned_cell(first_learned_epoch(curves[label], threshold), r.iterations_per_epoch))
         cells.append(_fmt(float(_group_curve(curves, labels)[-1]), 100))
         lines.append("| " + " | ".join(cells) + " |")
     if not lines:

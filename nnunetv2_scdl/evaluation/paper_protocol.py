@@ -1,4 +1,4 @@
-"""The GA/SCDL papers' evaluation protocol (method spec §6), reproduced with its edge cases made explicit.
+"""The GA/SCDL papers' evaluation protocol (see docs/benchmark.md), reproduced with its edge cases made explicit.
 
 Per case:
 1. Prediction and reference label maps are both resized with nearest-neighbour interpolation to a fixed grid, exactly

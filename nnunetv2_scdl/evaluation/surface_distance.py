@@ -83,20 +83,3 @@ def surface_distances(pred_mask: np.ndarray, ref_mask: np.ndarray,
                                                    spacing=sampling)
     return SurfaceDistances(np.asarray(pred_to_ref, dtype=np.float64), np.asarray(ref_to_pred, dtype=np.float64))
 
-
-def average_surface_distance(pred_mask: np.ndarray, ref_mask: np.ndarray,
-                             spacing: Optional[Sequence[float]] = None) -> float:
-    """One-directional ASD: mean distance from prediction surface voxels to the reference surface (medpy ``asd``)."""
-    return surface_distances(pred_mask, ref_mask, spacing).one_directional_mean()
-
-
-def symmetric_average_surface_distance(pred_mask: np.ndarray, ref_mask: np.ndarray,
-                                       spacing: Optional[Sequence[float]] = None) -> float:
-    """Symmetric ASD: both directions' surface distances pooled, then averaged (medpy 0.5 ``assd``)."""
-    return surface_distances(pred_mask, ref_mask, spacing).symmetric_mean()
-
-
-def hausdorff_distance_95(pred_mask: np.ndarray, ref_mask: np.ndarray,
-                          spacing: Optional[Sequence[float]] = None) -> float:
-    """HD95: the 95th percentile (linear interpolation) of the distances of both directions pooled (medpy ``hd95``)."""
-    return surface_distances(pred_mask, ref_mask, spacing).percentile_95()

@@ -1,6 +1,6 @@
 """GACE(k, γ): cross-entropy with top-k % hard-voxel mining and class-balanced normalisation (GALoss, ECCV'24).
 
-Spec: docs/method_spec.md §2.2. Over the flattened batch of N voxels with per-voxel CE v_j:
+GALoss (ECCV'24). Over the flattened batch of N voxels with per-voxel CE v_j:
 
 1. OHEM: keep the K = ⌊N·k/100⌋ voxels with the largest v_j.
 2. For each class i, let n_i be the number of kept voxels with target i. The class term is

@@ -1,6 +1,6 @@
 """GADice: batch V-Net Dice with a gradient-aware term for classes absent from the batch (GALoss, ECCV'24).
 
-Spec: docs/method_spec.md §2.1. For each class i (background included), over the whole batch:
+GALoss (ECCV'24). For each class i (background included), over the whole batch:
 
 - class present (Σ t_i > 0):  ℓ_i = 1 − (2 Σ p_i t_i + ε) / (Σ p_i² + Σ t_i² + ε),  ε = 1e-10 (squared denominator);
 - class absent  (Σ t_i = 0):  ℓ_i = Σ sg(p_i / N) · p_i,  N = number of voxels in the batch, sg = stop-gradient.

@@ -1,6 +1,6 @@
 """Class-weighted cross-entropy and class-weighted soft Dice, as DHC uses them with DistDW/DiffDW weights.
 
-Spec: docs/method_spec.md §4 and §7.4. nnU-Net's MemoryEfficientSoftDiceLoss has no class weights, hence this module.
+DHC's class-weighted losses. nnU-Net's MemoryEfficientSoftDiceLoss has no class weights, hence this module.
 With class weights w_c (c = 0..C−1, background included; e.g. ``DistDW.weights`` or ``DiffDW.weights``):
 
 - Weighted CE (PyTorch's weighted mean):  L_ce = Σ_j w_{y_j}·v_j / Σ_j w_{y_j},  v_j = −log softmax(x_j)_{y_j}.

@@ -1,4 +1,4 @@
-"""GenericSSL's "aggregating & decoupling" network on nnU-Net building blocks (method_spec §5, §7.4).
+"""GenericSSL's "aggregating & decoupling" network on nnU-Net building blocks (docs/generic_ssl.md).
 
 One shared encoder E (a ``PlainConvEncoder`` whose stages add a projected time embedding when one is given), two stems
 and three ``UNetDecoder`` heads:

@@ -1,4 +1,4 @@
-"""GenericSSL's network with SCDL on the D_θ path (spec §5, §7.4): tokens from D_θ's last decoder feature, the prior
+"""GenericSSL's network with SCDL on the D_θ path: tokens from D_θ's last decoder feature, the prior
 injected at D_θ's full-resolution head. Trainer: ``nnUNetTrainerSCDL_GenericSSL``; user documentation:
 docs/generic_ssl.md.
 """
@@ -37,17 +37,18 @@ class _ThetaPath(nn.Module):
 
 class GenericSSLSCDLNet(GenericSSLNet):
     """``GenericSSLNet`` whose D_θ path (inference) carries SCDL: tokens from D_θ's last decoder feature, priors
-    injected at D_θ's full-resolution head (``prior_mode="head"``, spec §5/§7.4).
+    injected at D_θ's full-resolution head (``prior_mode="head"``).
 
     The SCDL machinery is an ``SCDLUNet`` around the image encoder and D_θ (shared modules, not copies). Only its
     ``scdl`` submodule is registered here, so the state dict is GenericSSLNet's plus ``scdl.*``.
     ``forward(x)`` = D_θ with the prior; ``forward_theta(x, return_scdl=True)`` → ``(outputs, SCDLAux)``.
     """
 
-    def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head", **kwargs):
+    def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head",
+                 variant: str = "paper", **kwargs):
         super().__init__(*args, **kwargs)
         theta = SCDLUNet(_ThetaPath(_ImageEncoder(self.stem_image, self.encoder), self.decoder), self.num_classes,
-                         patch_size, token_source=token_source, prior_mode=prior_mode)
+                         patch_size, token_source=token_source, prior_mode=prior_mode, variant=variant)
         object.__setattr__(self, "_theta_scdl", theta)  # not a registered child: its modules are ours already
         self.scdl = theta.scdl
 

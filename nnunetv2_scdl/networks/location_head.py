@@ -1,4 +1,4 @@
-"""Magic-cube location head (MagicNet's ``FcLayer``, method_spec §3.1 / §3.2 step 4 / §7.4).
+"""Magic-cube location head (MagicNet's ``FcLayer``; docs/magicnet.md).
 
 Each cube of an image goes through the shared encoder on its own; its bottleneck [C_b, *(c / s)] is flattened and the
 head predicts which of the K cube positions it came from. Train it with
@@ -21,7 +21,7 @@ __all__ = ["location_head_in_features", "LocationHead"]
 def location_head_in_features(bottleneck_channels: int, cube_size: Sequence[int], total_stride: Sequence[int]) -> int:
     """Flattened size of one cube's bottleneck: C_b · ∏_a (c_a / s_a).
 
-    The spec's 32³ VNet cube: 256 · 2³ = 2048. nnU-Net 3-D fullres (320 channels, stride (16, 32, 32)):
+    MagicNet's 32³ VNet cube: 256 · 2³ = 2048. nnU-Net 3-D fullres (320 channels, stride (16, 32, 32)):
     320 · 2·1·1 = 640.
     """
     if bottleneck_channels < 1:

@@ -1,4 +1,4 @@
-"""MagicNet's network on nnU-Net (spec §3): the plans' U-Net plus a location head on each magic cube's bottleneck.
+"""MagicNet's network on nnU-Net: the plans' U-Net plus a location head on each magic cube's bottleneck.
 
 ``MagicCubeNetwork.forward(x)`` is the segmentation forward, so nnU-Net's trainer, predictor and checkpoints see a
 plain segmentation network; the pieces GA-MagicNet's training step needs are separate methods. The trainer is

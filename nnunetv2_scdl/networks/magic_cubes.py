@@ -1,10 +1,10 @@
-"""Magic-cube partition and recovery (MagicNet, method_spec §3), generalised to nnU-Net's anisotropic plans (§7.4).
+"""Magic-cube partition and recovery (MagicNet), generalised to nnU-Net's anisotropic plans (docs/magicnet.md).
 
 Pure torch, no trainer logic. Works for 2-D ([B, C, H, W]) and 3-D ([B, C, D, H, W]) tensors.
 
 Conventions (used by every function here)
 -----------------------------------------
-- Spatial axes are numbered a = 0..n-1 in tensor order. The spec's (x, y, z) are spatial axes (0, 1, 2); in nnU-Net
+- Spatial axes are numbered a = 0..n-1 in tensor order. MagicNet's (x, y, z) are spatial axes (0, 1, 2); in nnU-Net
   plans axis 0 is usually the through-plane (low-resolution) axis.
 - ``grid`` = (n_0, ..., n_{n-1}): the number of cubes per spatial axis. A feature map whose spatial size S_a is
   divisible by n_a is "aligned" with the grid; its cubes have size S_a / n_a. Passing counts rather than a cube size
@@ -15,17 +15,17 @@ Conventions (used by every function here)
   3×3×3 grid this is k = 9x + 3y + z, the "x-outer/z-inner" list of the released code.
 - Partitioned batches are image-major: row b·K + k holds cube k of image b (K = n_cubes), so ``cubes.view(B, K, ...)``
   gives one group of K cubes per image (MagicNet runs "each image's 27 cubes as a batch of 27").
-- **Location label** of the cube at position i (spec §3.2, step 4): l(i) = i_0 + n_0·i_1 + n_0·n_1·i_2 (+ …), i.e. the
+- **Location label** of the cube at position i : l(i) = i_0 + n_0·i_1 + n_0·n_1·i_2 (+ …), i.e. the
   Fortran (first-axis-fastest) ravel. For 3×3×3 it is x + 3y + 9z. It is a bijection on {0..K-1}, so any consistent
-  choice trains the location head equally well; we keep the spec's formula.
+  choice trains the location head equally well; we keep MagicNet's formula.
 
-Faithful mode (spec §3.3)
+Faithful mode (the released code's read order)
 -------------------------
 The released within-image recovery places, at position i, the list element whose index is l(i) (it reads the list with
 the location-label formula x + 3y + 9z while the list was built as 9x + 3y + z). ``recover_cubes(..., faithful=True)``
 reproduces exactly this rule for any grid: "list built in C (axis-0-outer) order, read back in the reversed
 (axis-0-inner) order". Consequences:
-- If n_0 == n_{n-1} (e.g. the spec's 3×3×3), this is exactly the transposition of the cube grid along axes 0 ↔ n-1
+- If n_0 == n_{n-1} (e.g. MagicNet's 3×3×3), this is exactly the transposition of the cube grid along axes 0 ↔ n-1
   (18 of 27 cubes misplaced for 3×3×3).
 - Otherwise the released code has no counterpart (it hard-codes 3 per axis). The rule above is still well defined,
   because every cube has the same shape, so any permutation of cubes reassembles into a tensor of the original shape;
@@ -58,7 +58,7 @@ __all__ = [
     "unmix_cubes_across_images",
 ]
 
-SPEC_CUBE_SIZE = 32  # MagicNet's cube edge (96³ patch → 3×3×3 grid), spec §3.2 / §7.4
+SPEC_CUBE_SIZE = 32  # MagicNet's cube edge (96³ patch → 3×3×3 grid)
 # Every cube runs through the whole encoder; nnU-Net's instance norm cannot normalise a single voxel in training.
 MIN_BOTTLENECK_VOXELS = 2
 
@@ -135,7 +135,7 @@ def default_cube_size(patch_size: Sequence[int], stage_strides: Sequence[Union[i
     """Pick a cube size per axis from the patch size and the encoder strides.
 
     Valid sizes on axis a are the multiples of the total stride s_a that divide P_a. Per axis:
-      1. use ``preferred`` (default 32, the spec's cube edge, §7.4) when it is valid;
+      1. use ``preferred`` (default 32, MagicNet's cube edge) when it is valid;
       2. otherwise the valid size whose cube count P_a / c_a is closest to ``target_cubes_per_axis`` (MagicNet's 3);
          ties go to the smaller cube (more cubes, a finer location task).
     Pass ``preferred=None`` to use rule 2 only. Then, while a cube's bottleneck ∏ c_a / s_a has fewer than
@@ -290,13 +290,13 @@ def partition_cubes(x: torch.Tensor, grid: GridLike) -> torch.Tensor:
 
 
 def recover_cubes(cubes: torch.Tensor, grid: GridLike, faithful: bool = False) -> torch.Tensor:
-    """Reassemble cubes into images (within-image recovery, spec §3.2 step 5).
+    """Reassemble cubes into images (within-image recovery).
 
     Args:
         cubes: [B·K, C, c_0, ..., c_{n-1}] in the layout of ``partition_cubes`` (image-major, C-order list).
         grid: cubes per axis or a ``CubeGrid``.
         faithful: False (default) → exact inverse of ``partition_cubes``. True → the released MagicNet behaviour
-            (spec §3.3): position i receives list element l(i) (location-label formula), i.e. the grid transposed
+            (the released code): position i receives list element l(i) (location-label formula), i.e. the grid transposed
             along axes 0 ↔ n-1 when n_0 == n_{n-1}; see the module docstring for non-cubic grids.
 
     Returns:
@@ -311,7 +311,7 @@ def recover_cubes(cubes: torch.Tensor, grid: GridLike, faithful: bool = False) -
         raise ValueError(f"cubes has {cubes.shape[0]} rows, not a multiple of the {k} cubes of grid {counts}.")
     b, c, cube = cubes.shape[0] // k, cubes.shape[1], cubes.shape[2:]
     if faithful:
-        # Reading the list at index l(i) for output position i (spec §3.3).
+        # Reading the list at index l(i) for output position i (the released code's order).
         order = faithful_read_order(counts, device=cubes.device)
         cubes = cubes.reshape(b, k, c, *cube).index_select(1, order).reshape(b * k, c, *cube)
     # [B, n_0, ..., n_{n-1}, C, c_0, ...] → [B, C, n_0, c_0, n_1, c_1, ...]
@@ -321,7 +321,7 @@ def recover_cubes(cubes: torch.Tensor, grid: GridLike, faithful: bool = False) -
 
 
 def location_labels(grid: GridLike, batch_size: Optional[int] = None, device=None) -> torch.Tensor:
-    """Location-reasoning targets l(i) = i_0 + n_0·i_1 + n_0·n_1·i_2 + … (spec: x + n_x·y + n_x·n_y·z).
+    """Location-reasoning targets l(i) = i_0 + n_0·i_1 + n_0·n_1·i_2 + … (MagicNet: x + n_x·y + n_x·n_y·z).
 
     Returns:
         LongTensor [K] in cube-list order (entry k is the label of list element k), or [B·K] repeated per image when
@@ -343,13 +343,13 @@ def faithful_read_order(grid: GridLike, device=None) -> torch.Tensor:
     """The released (buggy) within-image read order: entry k = list index placed at position k (C-order) = l(pos k).
 
     For an n_0 == n_{n-1} grid this is the axis-0 ↔ axis-(n-1) transposition of the grid; it is a permutation of
-    0..K-1 for any grid (spec §3.3, see the module docstring).
+    0..K-1 for any grid (see the module docstring).
     """
     return location_labels(grid, device=device)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Cross-image mixing (spec §3.2 step 2)
+# Cross-image mixing
 # ---------------------------------------------------------------------------------------------------------------------
 def random_cube_permutations(batch_size: int, n_cubes: int, generator: Optional[torch.Generator] = None,
                              device=None) -> torch.Tensor:

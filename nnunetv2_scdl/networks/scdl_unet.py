@@ -1,11 +1,11 @@
-"""SCDL attached to nnU-Net's plan-generated U-Nets (``PlainConvUNet``, ``ResidualEncoderUNet``), spec §7.3.
+"""SCDL attached to nnU-Net's plan-generated U-Nets (``PlainConvUNet``, ``ResidualEncoderUNet``).
 
 ``SCDLUNet`` re-uses the base network's ``encoder`` and ``decoder`` modules (so their state_dict keys are exactly the
 base network's) and adds one ``scdl`` submodule (all SCDL parameters live under ``scdl.``). A single encoder and a
 single decoder pass is made per forward.
 
 Where the tokens come from (``token_source``):
-- ``"decoder"`` (default, spec §7.3): F = the output of the last decoder stage (the input of the full-resolution
+- ``"decoder"`` (default): F = the output of the last decoder stage (the input of the full-resolution
   segmentation head, the analogue of VNet x9), average-pooled to the token grid.
 - ``"encoder"``: the encoder stage whose cumulative stride first reaches ``token_stride`` (the same grid, no pooling).
 The grid has ``token_strides`` voxels per token: the cumulative strides of that encoder stage (8×8×8 for isotropic
@@ -27,13 +27,14 @@ Trainer API::
     net = build_scdl_network_from_plans(configuration_manager, n_in, n_out, enable_deep_supervision, **options)
     outputs, aux = net(x, return_scdl=True)           # outputs: what the base net returns (list with DS)
     terms = net.scdl_loss_terms(aux, target[0], n_labeled, ignore_label=label_manager.ignore_label)
-    loss = host_loss + sum(lambdas[k] * terms[k] for k in terms)   # keys: cdba_labeled, cdba_unlabeled, kl, sac
+    loss = host_loss + sum(lambdas[k] * terms[k] for k in terms)   # keys: cdba_labeled, cdba_unlabeled, sac
     net(x)                                             # what nnU-Net's predictor calls: logits only
 
 In eval mode the forward is deterministic (no dropout, fixed proxy noise, no token noise).
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,10 +47,25 @@ from nnunetv2_scdl.scdl.tokens import (class_one_hot, class_proportions_per_toke
                                        resize_linear, token_grid_shape, token_strides_from_stage_strides,
                                        tokens_to_map)
 
-__all__ = ["SCDLUNet", "SCDLAux", "TOKEN_SOURCES", "PRIOR_MODES", "build_scdl_unet", "build_scdl_network_from_plans"]
+__all__ = ["SCDLUNet", "SCDLAux", "TOKEN_SOURCES", "PRIOR_MODES", "build_scdl_unet", "build_scdl_network_from_plans",
+           "independent_rng"]
 
 TOKEN_SOURCES = ("decoder", "encoder")
 PRIOR_MODES = ("decoder", "head", "none")
+
+
+@contextmanager
+def independent_rng(stream: int = 0) -> Iterator[None]:
+    """Random draws inside come from a CPU generator of their own, seeded from ``torch.initial_seed()`` and
+    ``stream``, and the global RNG state is the same afterwards as before.
+
+    SCDL's parameters are created this way, so adding SCDL to a host changes none of the host's random draws: with
+    the same seed, X and SCDL-X start from identical host weights (a paired comparison), and two SCDLs of one
+    trainer (``stream`` 0 and 1) still start from different draws.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((torch.initial_seed() + 1_000_003 * (stream + 1)) % (2 ** 63))
+        yield
 
 
 @dataclass
@@ -76,13 +92,15 @@ class SCDLUNet(nn.Module):
             96³ patch gives 12³ tokens, as in the released code) and 16 for 2-D ones (256 pixels per token; 8×8 would
             give 64, and SCDL's cost per pixel would be 8× that of the 3-D case).
         prior_mode: ``"decoder"`` (default), ``"head"`` or ``"none"``.
-        sac_include_background: whether class 0 gets a semantic anchor (default True, spec §1.3).
-        **scdl_kwargs: forwarded to ``SCDL`` (embed_dim=256, num_samples=50, tau_e2p=0.2, p2e_softmax="tokens", ...).
+        sac_include_background: whether class 0 gets a semantic anchor (default True).
+        rng_stream: SCDL's parameters are drawn under ``independent_rng(rng_stream)``; give each SCDL of one model
+            its own stream.
+        **scdl_kwargs: forwarded to ``SCDL`` (variant="paper", embed_dim=256, num_samples=50, tau_e2p=0.2, ...).
     """
 
     def __init__(self, base: nn.Module, num_classes: int, patch_size: Sequence[int], token_source: str = "decoder",
                  token_stride: Optional[int] = None, prior_mode: str = "decoder", sac_include_background: bool = True,
-                 **scdl_kwargs):
+                 rng_stream: int = 0, **scdl_kwargs):
         super().__init__()
         if not (hasattr(base, "encoder") and isinstance(getattr(base, "decoder", None), UNetDecoder)):
             raise ValueError(f"SCDLUNet needs a network with .encoder and a UNetDecoder .decoder (PlainConvUNet, "
@@ -125,8 +143,9 @@ class SCDLUNet(nn.Module):
             self.prior_stages = ()
         token_channels = (stage_channels[-1] if token_source == "decoder"
                           else self.encoder.output_channels[self.token_stage])
-        self.scdl = SCDL(token_channels, num_classes, prior_channels=[stage_channels[s] for s in self.prior_stages],
-                         **scdl_kwargs)
+        with independent_rng(rng_stream):
+            self.scdl = SCDL(token_channels, num_classes,
+                             prior_channels=[stage_channels[s] for s in self.prior_stages], **scdl_kwargs)
         self._interpolation_cache = {}  # (size_in, size_out, device, dtype) → matrix; not state
 
     # ---------------------------------------------------------------------------------------------- helpers
@@ -304,7 +323,7 @@ class SCDLUNet(nn.Module):
                 proportions or anchors).
             return_breakdown: also return detached diagnostics.
         Returns:
-            {'cdba_labeled', 'cdba_unlabeled', 'kl', 'sac'} (scalars, fp32); with ``return_breakdown`` a tuple
+            {'cdba_labeled', 'cdba_unlabeled', 'sac'} (scalars, fp32); with ``return_breakdown`` a tuple
             (terms, breakdown).
         """
         batch = aux.scdl.mean_similarity.shape[0]

@@ -1,4 +1,4 @@
-"""Soft token↔class assignments of SCDL (spec §1.2 steps 4-7).
+"""Soft token↔class assignments of SCDL.
 
 Notation: ẑ_{b,l} unit token embeddings [B, L, D]; μ̂_c = μ_c/‖μ_c‖; G[b,l,c] = ⟨ẑ_{b,l}, μ̂_c⟩ ∈ [−1, 1].
 
@@ -6,7 +6,7 @@ Notation: ẑ_{b,l} unit token embeddings [B, L, D]; μ̂_c = μ_c/‖μ_c‖; G
 - P2E ("proxy to embedding"): P_p2e = softmax(G / τ_p2e) over
     * the tokens of each image (``over="tokens"``, default): each proxy distributes over the embeddings, the paper's
       meaning ("each proxy actively identifies its own embeddings");
-    * the classes (``over="classes"``): the released code's behaviour (spec §1.6.1). With τ_p2e = τ_e2p it equals
+    * the classes (``over="classes"``): the released code's behaviour. With τ_p2e = τ_e2p it equals
       P_e2p, so the symmetric KL is identically 0.
 - Joint: Q ∝ P_e2p ⊙ P_p2e renormalised over classes. With the token softmax, Q[l, c] ∝ exp(2·G[l,c]/τ) / Z_c where
   Z_c = Σ_l exp(G[l,c]/τ): a proxy that claims many tokens (a head class) has each claim discounted.

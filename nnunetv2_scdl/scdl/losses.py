@@ -1,4 +1,4 @@
-"""SCDL loss terms as pure functions (spec §1.2 steps 6, 10-12; paper "CDBA" and "SAC").
+"""SCDL loss terms as pure functions (paper: CDBA and SAC).
 
 Notation (per token n and class c):
 - w[n, c] ∈ [0, 1], Σ_c w = 1: the token's class weights. Labeled tokens: the ground-truth class proportions inside
@@ -8,12 +8,15 @@ Notation (per token n and class c):
 - Ā[n, c] = (1/S) Σ_s ⟨ẑ_n, p̂_{c,s}⟩: mean cosine similarity to the S samples of proxy c.
 
 CDBA (class distribution bidirectional alignment):
-- E2P  L_E2P  = mean_n Σ_c w[n,c] · (1 − G[n,c])                  pulls each embedding towards its classes' proxy means.
-- P2E  L_P2E  = mean_c mean_n exp(−(E⁺[n,c] − E⁻[n,c])),
-       E⁺ = w·Ā,  E⁻ = (1 − w)·Ā  (so E⁺ − E⁻ = (2w − 1)·Ā)       each proxy attracts the tokens it owns (w > ½) and
-                                                                   repels the others (w < ½); value in [e⁻¹, e].
-- dist L_dist = mean_n Σ_c w[n,c] · (1 − Ā[n,c])                  the sample-based distance term of the released code.
-Symmetric KL: KL(P_p2e ‖ P_e2p) + KL(P_e2p ‖ P_p2e), both as class distributions per token.
+- E2P  L_E2P = mean_n Σ_c w[n,c]·(1 − G[n,c])                 pulls each embedding towards its classes' proxy means.
+- P2E, class level (the paper's form, ``proxy_to_embedding_loss``):
+       E_c⁺ = Σ_n w[n,c]·Ā[n,c] / Σ_n w[n,c],   E_c⁻ = Σ_n (1 − w[n,c])·Ā[n,c] / Σ_n (1 − w[n,c]),
+       L_P2E = (1/|C_p|) Σ_{c ∈ C_p} exp(−(E_c⁺ − E_c⁻)),  C_p = the classes present in the tokens.
+  Each proxy is drawn towards the tokens it owns and away from the others, and every present class counts equally,
+  however few tokens it has: background tokens cannot outvote a small organ.
+- P2E, token level (the released code's form, ``token_level_proxy_to_embedding_loss``):
+       L = mean_n mean_c exp(−(2w[n,c] − 1)·Ā[n,c]), value in [e⁻¹, e]; dominated by the most frequent class.
+- dist L_dist = mean_n Σ_c w[n,c]·(1 − Ā[n,c])                 the released code's sample-based distance term.
 SAC (semantic anchor constraint): anchor_c = n(mean of the labeled embeddings of class c), **detached**;
 L_SAC = mean_c (1 − ⟨anchor_c, μ̂_c⟩) over the classes present. Its gradient reaches μ only.
 """
@@ -23,10 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["KL_REDUCTIONS", "embedding_to_proxy_loss", "proxy_to_embedding_loss", "proxy_distance_loss",
-           "symmetric_kl_loss", "class_anchors", "semantic_anchor_loss"]
-
-KL_REDUCTIONS = ("mean", "batchmean")
+__all__ = ["embedding_to_proxy_loss", "proxy_to_embedding_loss", "token_level_proxy_to_embedding_loss",
+           "proxy_distance_loss", "class_anchors", "semantic_anchor_loss"]
 
 
 def _check_pair(similarity: Tensor, class_weights: Tensor, token_weights: Optional[Tensor], name: str) -> None:
@@ -55,11 +56,46 @@ def embedding_to_proxy_loss(mean_similarity: Tensor, class_weights: Tensor,
 
 
 def proxy_to_embedding_loss(mean_sample_similarity: Tensor, class_weights: Tensor,
-                            token_weights: Optional[Tensor] = None) -> Tensor:
-    """L_P2E = mean_{n,c} exp(−(E⁺ − E⁻)) with E⁺ = w·Ā and E⁻ = (1 − w)·Ā. Ā and w: [N, C] → scalar."""
+                            token_weights: Optional[Tensor] = None, present: Optional[Tensor] = None) -> Tensor:
+    """Class-level L_P2E = (1/|C_p|) Σ_{c ∈ C_p} exp(−(E_c⁺ − E_c⁻)) (see the module docstring).
+
+    Args:
+        mean_sample_similarity: Ā, [N, C].
+        class_weights: w, [N, C].
+        token_weights: optional [N] weights of the tokens (e.g. a 0/1 validity mask); they scale w and 1 − w.
+        present: optional [C] bool, the classes C_p to average over. None: the classes with Σ_n w[n,c] > 0.
+    Returns a scalar; 0 (attached to the graph) when no class is present. A class that owns every token has no
+    negatives; its E_c⁻ is then 0.
+    """
     _check_pair(mean_sample_similarity, class_weights, token_weights, "proxy_to_embedding_loss")
+    num_classes = class_weights.shape[1]
+    if present is not None and present.shape != (num_classes,):
+        raise ValueError(f"proxy_to_embedding_loss: present must be [C={num_classes}], got {tuple(present.shape)}.")
+    positive_weights = class_weights
+    negative_weights = 1.0 - class_weights
+    if token_weights is not None:
+        token_weights = token_weights.to(class_weights.dtype).unsqueeze(1)
+        positive_weights = positive_weights * token_weights
+        negative_weights = negative_weights * token_weights
+    positive_mass = positive_weights.sum(dim=0)
+    evidence_positive = (positive_weights * mean_sample_similarity).sum(dim=0) / positive_mass.clamp_min(1e-6)
+    evidence_negative = ((negative_weights * mean_sample_similarity).sum(dim=0)
+                         / negative_weights.sum(dim=0).clamp_min(1e-6))
+    if present is None:
+        present = positive_mass > 0
+    present = present.to(mean_sample_similarity.dtype)
+    per_class = torch.exp(-(evidence_positive - evidence_negative))
+    # a masked mean, not boolean indexing: static shapes, no host synchronisation on GPUs
+    return (per_class * present).sum() / present.sum().clamp_min(1.0)
+
+
+def token_level_proxy_to_embedding_loss(mean_sample_similarity: Tensor, class_weights: Tensor,
+                                        token_weights: Optional[Tensor] = None) -> Tensor:
+    """The released code's per-token P2E: mean_{n,c} exp(−(E⁺ − E⁻)) with E⁺ = w·Ā and E⁻ = (1 − w)·Ā, where the
+    "negative" is the same class weighted by 1 − w. Ā and w: [N, C] → scalar in [e⁻¹, e]."""
+    _check_pair(mean_sample_similarity, class_weights, token_weights, "token_level_proxy_to_embedding_loss")
     positive = class_weights * mean_sample_similarity  # E⁺
-    negative = (1.0 - class_weights) * mean_sample_similarity  # E⁻: the same class, weighted by 1 − w (spec §1.6.3)
+    negative = (1.0 - class_weights) * mean_sample_similarity  # E⁻
     return _token_mean(torch.exp(-(positive - negative)).mean(dim=1), token_weights)
 
 
@@ -68,25 +104,6 @@ def proxy_distance_loss(mean_sample_similarity: Tensor, class_weights: Tensor,
     """L_dist = mean_n Σ_c w[n,c]·(1 − Ā[n,c]). Ā and w: [N, C] → scalar."""
     _check_pair(mean_sample_similarity, class_weights, token_weights, "proxy_distance_loss")
     return _token_mean((class_weights * (1.0 - mean_sample_similarity)).sum(dim=1), token_weights)
-
-
-def symmetric_kl_loss(log_p: Tensor, log_q: Tensor, reduction: str = "mean") -> Tensor:
-    """KL(p ‖ q) + KL(q ‖ p) between two class distributions per token.
-
-    Args:
-        log_p, log_q: [B, L, C] log-probabilities, each normalised over C.
-        reduction: ``"mean"`` (default): sum over C, mean over the B·L tokens, so the scale does not grow with L.
-            ``"batchmean"``: sum over L and C, divided by B (the released code's ``F.kl_div(..., 'batchmean')``).
-    """
-    if log_p.shape != log_q.shape or log_p.dim() != 3:
-        raise ValueError(f"log_p and log_q must both be [B, L, C], got {tuple(log_p.shape)} and {tuple(log_q.shape)}.")
-    if reduction not in KL_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {KL_REDUCTIONS}, got {reduction!r}.")
-    # KL(p‖q) + KL(q‖p) = Σ_c (p − q)(log p − log q): one pass, exact with log-probabilities.
-    per_token = ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1)
-    if reduction == "mean":
-        return per_token.mean()
-    return per_token.sum() / log_p.shape[0]
 
 
 def class_anchors(anchor_embeddings: Tensor, anchor_classes: Tensor, num_classes: int,

@@ -4,17 +4,18 @@ The module knows nothing about images or nnU-Net: it maps token features x [B, L
 assignments and priors, and computes the loss terms from per-token class weights that the caller provides
 (``nnunetv2_scdl.networks.scdl_unet`` does the spatial part for nnU-Net's U-Nets).
 
-Forward (paper symbols; spec §1.2):
+Forward (paper symbols):
   z = MLP(x), ẑ = z/‖z‖                                                   [B, L, D]
   p_{c,s} = μ_c + σ_c ⊙ ε_{c,s}, σ_c = softplus(ρ_c), p̂ = p/‖p‖           [C, S, D]
   G[b,l,c] = ⟨ẑ, μ̂_c⟩,  Ā[b,l,c] = mean_s ⟨ẑ, p̂_{c,s}⟩                    [B, L, C]
   P_e2p = softmax_c(G/τ_e2p); P_p2e = softmax_{tokens|classes}(G/τ_p2e); Q ∝ P_e2p ⊙ P_p2e (over c)
   priors = [r^dist; r^center; r^tok]                                      [B, L, 3D]
-Losses (``loss_terms``): CDBA = w_e2p·L_E2P + L_P2E + w_dist·L_dist on labeled tokens (w = GT proportions) and on
-unlabeled tokens (w = stopgrad(Q) or pseudo-label proportions); symmetric KL(P_p2e, P_e2p) on all tokens; SAC on
-per-class anchors of the labeled images. All of it runs in fp32 with autocast disabled (optionally the projection
-MLP alone follows the caller's autocast, see ``projection_in_autocast``). The loss path makes no host
-synchronisation on GPUs: masks are applied as weights, never by boolean indexing.
+Losses (``loss_terms``): CDBA (E2P and P2E, see ``scdl.losses``) on labeled tokens (w = GT proportions) and on
+unlabeled tokens (w = stopgrad(Q) or pseudo-label proportions), and SAC on per-class anchors of the labeled images.
+``variant`` ("paper", default, or "released", see ``scdl.variants``) selects the CDBA form, the P2E assignment and
+the proxy initialisation. All of it runs in fp32 with autocast disabled (optionally the projection MLP alone follows
+the caller's autocast, see ``projection_in_autocast``). The loss path makes no host synchronisation on GPUs: masks
+are applied as weights, never by boolean indexing.
 
 Minimal use::
 
@@ -25,25 +26,26 @@ Minimal use::
     loss = sum(lam[k] * terms[k] for k in terms)
 """
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nnunetv2_scdl.scdl.assignments import (P2E_SOFTMAX_CHOICES, as_class_distribution, e2p_log_assignment,
-                                            joint_log_assignment, p2e_log_assignment)
-from nnunetv2_scdl.scdl.losses import (KL_REDUCTIONS, embedding_to_proxy_loss, proxy_distance_loss,
-                                       proxy_to_embedding_loss, semantic_anchor_loss, symmetric_kl_loss)
+from nnunetv2_scdl.scdl.assignments import (P2E_SOFTMAX_CHOICES, e2p_log_assignment, joint_log_assignment,
+                                            p2e_log_assignment)
+from nnunetv2_scdl.scdl.losses import (embedding_to_proxy_loss, proxy_distance_loss, proxy_to_embedding_loss,
+                                       semantic_anchor_loss, token_level_proxy_to_embedding_loss)
 from nnunetv2_scdl.scdl.eval_cache import ParameterDerivedCache
 from nnunetv2_scdl.scdl.priors import (PriorProjections, centre_similarity_prior, distribution_weighted_prior,
                                        token_sampled_prior)
 from nnunetv2_scdl.scdl.projection import ProjectionMLP
 from nnunetv2_scdl.scdl.proxies import ClassProxies
+from nnunetv2_scdl.scdl.variants import get_variant
 
-__all__ = ["SCDL", "SCDLOutput", "LOSS_TERM_NAMES"]
+__all__ = ["SCDL", "SCDLOutput", "LOSS_TERM_NAMES", "no_weight_decay_parameters"]
 
-LOSS_TERM_NAMES = ("cdba_labeled", "cdba_unlabeled", "kl", "sac")
+LOSS_TERM_NAMES = ("cdba_labeled", "cdba_unlabeled", "sac")
 
 
 @dataclass
@@ -63,25 +65,26 @@ class SCDLOutput:
 class SCDL(nn.Module):
     """Class distribution bidirectional alignment (CDBA), semantic anchor constraint (SAC) and proxy priors.
 
-    Args (defaults from spec §1.1 unless noted):
+    Args (the released code's values unless noted):
         in_channels: D_x, channels of the token features.
-        num_classes: C, background included.
+        num_classes: C, background included (at least 2).
         embed_dim: D = 256.
         num_samples: S = 50 proxy samples per class for Ā (the CDBA losses; cheap at any S, see ``forward``).
-        num_prior_samples: S_prior, how many of those samples r^dist uses; None = min(16, S) (its cost is O(L·C·S_prior·D); our
-            choice for the cost bound, spec §1.1 has no separate value).
+        num_prior_samples: S_prior, how many of those samples r^dist uses; None = min(16, S) (its cost is
+            O(L·C·S_prior·D); our choice, for the cost bound).
         num_embedding_samples: E = 2 perturbed samples per token for r^tok (train mode only).
         tau_e2p: τ_e2p = 0.2 (also the temperature of r^dist's sample weights).
         tau_p2e: τ_p2e = 0.2.
-        e2p_weight: weight of L_E2P inside CDBA. 1.0 (paper: L_E2P + L_P2E); 0.0 gives the released code's
-            ``proxy_loss`` (which has no E2P term).
-        dist_weight: weight of L_dist inside CDBA = 0.1.
+        variant: "paper" (default) or "released": the CDBA form, the P2E assignment and the proxy initialisation
+            (``scdl.variants``). The four arguments below override single details of it (for experiments).
+        p2e_softmax: "tokens" or "classes" (``scdl.assignments``); None = the variant's.
+        e2p_weight: weight of L_E2P inside CDBA; None = the variant's (paper 1, released 0).
+        dist_weight: weight of L_dist inside CDBA; None = the variant's (paper 0, released 0.1).
+        initial_sigma: σ_c at initialisation (≤ 0: released Xavier-uniform ρ); None = the variant's.
         dropout: MLP dropout = 0.2.
-        p2e_softmax: ``"tokens"`` (paper meaning, default) or ``"classes"`` (released code), see ``assignments``.
-        kl_reduction: ``"mean"`` over tokens (default) or ``"batchmean"`` (released code: divides by B only).
         sigma_emb_init: initial σ_emb = 0.05 of the token-sampled prior.
         projection_in_autocast: run the projection MLP under the caller's autocast (fp16/bf16 matmuls) instead of
-            fp32. Default False: all of SCDL is fp32. The distribution math (normalisation, softmax, exp, KL) is fp32
+            fp32. Default False: all of SCDL is fp32. The distribution math (normalisation, softmax, exp) is fp32
             either way.
         prior_channels: output channels of each prior projection (one per injection site); empty = no projections.
         eval_noise_seed: seed of the fixed proxy noise used in eval mode.
@@ -89,8 +92,9 @@ class SCDL(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 256, num_samples: int = 50,
                  num_prior_samples: Optional[int] = None, num_embedding_samples: int = 2, tau_e2p: float = 0.2,
-                 tau_p2e: float = 0.2, e2p_weight: float = 1.0, dist_weight: float = 0.1, dropout: float = 0.2,
-                 p2e_softmax: str = "tokens", kl_reduction: str = "mean", sigma_emb_init: float = 0.05,
+                 tau_p2e: float = 0.2, variant: str = "paper", p2e_softmax: Optional[str] = None,
+                 e2p_weight: Optional[float] = None, dist_weight: Optional[float] = None,
+                 initial_sigma: Optional[float] = None, dropout: float = 0.2, sigma_emb_init: float = 0.05,
                  projection_in_autocast: bool = False, prior_channels: Sequence[int] = (), eval_noise_seed: int = 0):
         super().__init__()
         if num_samples < 1 or num_embedding_samples < 0:
@@ -102,10 +106,12 @@ class SCDL(nn.Module):
             raise ValueError(f"num_prior_samples must lie in [1, num_samples={num_samples}], got {num_prior_samples}.")
         if tau_e2p <= 0 or tau_p2e <= 0:
             raise ValueError(f"temperatures must be positive, got τ_e2p={tau_e2p}, τ_p2e={tau_p2e}.")
+        settings = get_variant(variant)
+        p2e_softmax = settings.p2e_softmax if p2e_softmax is None else p2e_softmax
         if p2e_softmax not in P2E_SOFTMAX_CHOICES:
             raise ValueError(f"p2e_softmax must be one of {P2E_SOFTMAX_CHOICES}, got {p2e_softmax!r}.")
-        if kl_reduction not in KL_REDUCTIONS:
-            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}.")
+        self.variant = variant
+        self.p2e_level = settings.p2e_level
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.embed_dim = embed_dim
@@ -115,22 +121,18 @@ class SCDL(nn.Module):
         self.num_embedding_samples = num_embedding_samples
         self.tau_e2p = float(tau_e2p)
         self.tau_p2e = float(tau_p2e)
-        self.e2p_weight = float(e2p_weight)
-        self.dist_weight = float(dist_weight)
+        self.e2p_weight = float(settings.e2p_weight if e2p_weight is None else e2p_weight)
+        self.dist_weight = float(settings.dist_weight if dist_weight is None else dist_weight)
         self.p2e_softmax = p2e_softmax
-        self.kl_reduction = kl_reduction
 
         self.projection = ProjectionMLP(in_channels, embed_dim, dropout=dropout)
         self.class_proxies = ClassProxies(num_classes, embed_dim, eval_samples=num_samples,
-                                          eval_noise_seed=eval_noise_seed)
+                                          eval_noise_seed=eval_noise_seed,
+                                          initial_sigma=settings.initial_sigma if initial_sigma is None
+                                          else initial_sigma)
         self.sigma_emb = nn.Parameter(torch.full((embed_dim,), float(sigma_emb_init)))
         self.prior_projections = PriorProjections(3 * embed_dim, prior_channels)
         self.eval_cache = ParameterDerivedCache()
-
-    @property
-    def prior_dim(self) -> int:
-        """3D, the channel count of the concatenated priors."""
-        return 3 * self.embed_dim
 
     # ------------------------------------------------------------------------------------------------- forward
     def proxy_geometry(self) -> Tuple[Tensor, Tensor, Tensor]:
@@ -183,25 +185,30 @@ class SCDL(nn.Module):
 
     # -------------------------------------------------------------------------------------------------- losses
     def cdba_loss(self, mean_similarity: Tensor, mean_sample_similarity: Tensor, class_weights: Tensor,
-                  token_weights: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+                  token_weights: Optional[Tensor] = None, present: Optional[Tensor] = None
+                  ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """CDBA = e2p_weight·L_E2P + L_P2E + dist_weight·L_dist on N tokens. G, Ā, w: [N, C]; optional token
-        weights [N] (e.g. a validity mask). Returns the total and its three parts."""
-        parts = {
-            "e2p": embedding_to_proxy_loss(mean_similarity, class_weights, token_weights),
-            "p2e": proxy_to_embedding_loss(mean_sample_similarity, class_weights, token_weights),
-            "dist": proxy_distance_loss(mean_sample_similarity, class_weights, token_weights),
-        }
-        total = self.e2p_weight * parts["e2p"] + parts["p2e"] + self.dist_weight * parts["dist"]
+        weights [N] (e.g. a validity mask) and present classes [C] (class-level P2E only; None = Σ_n w > 0).
+        Returns the total and its parts (a part with weight 0 is not computed)."""
+        if self.p2e_level == "class":
+            p2e = proxy_to_embedding_loss(mean_sample_similarity, class_weights, token_weights, present)
+        else:
+            p2e = token_level_proxy_to_embedding_loss(mean_sample_similarity, class_weights, token_weights)
+        parts = {"p2e": p2e}
+        total = p2e
+        if self.e2p_weight:
+            parts["e2p"] = embedding_to_proxy_loss(mean_similarity, class_weights, token_weights)
+            total = total + self.e2p_weight * parts["e2p"]
+        if self.dist_weight:
+            parts["dist"] = proxy_distance_loss(mean_sample_similarity, class_weights, token_weights)
+            total = total + self.dist_weight * parts["dist"]
         return total, parts
 
-    def kl_loss(self, output: SCDLOutput) -> Tensor:
-        """Symmetric KL between P_p2e and P_e2p, both read as class distributions per token (all tokens)."""
-        return symmetric_kl_loss(as_class_distribution(output.log_p2e), output.log_e2p, self.kl_reduction)
-
     def anchor_embeddings(self, anchor_features: Tensor) -> Tensor:
-        """u_i = n(MLP(f_i)) for class-region features f_i [N, D_x], without gradient (the anchors are detached)."""
+        """u_i = n(MLP(f_i)) for class-region features f_i [N, D_x]: deterministic (no dropout, whatever the
+        mode) and without gradient, since the anchors are detached."""
         with torch.no_grad(), torch.autocast(device_type=anchor_features.device.type, enabled=False):
-            return F.normalize(self.projection(anchor_features.float()), dim=-1)
+            return F.normalize(self.projection(anchor_features.float(), deterministic=True), dim=-1)
 
     def semantic_anchor_loss(self, anchor_features: Tensor, anchor_classes: Tensor,
                              anchor_weights: Optional[Tensor] = None) -> Tensor:
@@ -227,8 +234,12 @@ class SCDL(nn.Module):
             anchor_features, anchor_classes: SAC rows f_i [N, D_x] and their classes [N]; None = SAC is 0.
             anchor_weights: optional [N] weights of the SAC rows (0 = absent; avoids data-dependent shapes).
         Returns:
-            terms: {'cdba_labeled', 'cdba_unlabeled', 'kl', 'sac'} scalars to weight and add to the host loss;
+            terms: {'cdba_labeled', 'cdba_unlabeled', 'sac'} scalars to weight and add to the host loss;
             breakdown: detached diagnostics (the E2P/P2E/dist parts, token counts).
+        The present classes of class-level P2E: on labeled tokens the classes of the ground truth; on unlabeled
+        tokens with pseudo-label weights the pseudo-labels' classes, and with the soft default stopgrad(Q) the
+        classes that are the most likely class of at least one valid token (every class has some soft mass, and
+        an absent class must not be made to claim tokens).
         """
         batch, num_tokens, num_classes = output.mean_similarity.shape
         if output.mean_sample_similarity is None:
@@ -240,7 +251,8 @@ class SCDL(nn.Module):
         breakdown: Dict[str, Tensor] = {}
         terms: Dict[str, Tensor] = {}
 
-        def cdba(start: int, stop: int, weights: Tensor, valid: Optional[Tensor], name: str) -> Tensor:
+        def cdba(start: int, stop: int, weights: Tensor, valid: Optional[Tensor], name: str,
+                 present: Optional[Tensor] = None) -> Tensor:
             count = stop - start
             if weights.shape != (count, num_tokens, num_classes):
                 raise ValueError(f"{name}_weights must be [{count}, {num_tokens}, {num_classes}], got "
@@ -250,7 +262,8 @@ class SCDL(nn.Module):
             g = output.mean_similarity[start:stop].reshape(-1, num_classes)
             a = output.mean_sample_similarity[start:stop].reshape(-1, num_classes)
             token_weights = None if valid is None else valid.reshape(-1).to(g.dtype)
-            total, parts = self.cdba_loss(g, a, weights.reshape(-1, num_classes).to(g.dtype), token_weights)
+            total, parts = self.cdba_loss(g, a, weights.reshape(-1, num_classes).to(g.dtype), token_weights,
+                                          present)
             for key, value in parts.items():
                 breakdown[f"{key}_{name}"] = value.detach()
             # torch.full, not a tensor from a Python number: that would be a blocking host→device copy
@@ -265,14 +278,30 @@ class SCDL(nn.Module):
         else:
             terms["cdba_labeled"] = zero
         if n_labeled < batch:
+            present = None
             if unlabeled_weights is None:
-                unlabeled_weights = output.log_joint[n_labeled:].detach().exp()
-            terms["cdba_unlabeled"] = cdba(n_labeled, batch, unlabeled_weights, unlabeled_valid, "unlabeled")
+                log_joint = output.log_joint[n_labeled:].detach()
+                unlabeled_weights = log_joint.exp()
+                winners = F.one_hot(log_joint.argmax(dim=-1), num_classes)  # [B_u, L, C]
+                if unlabeled_valid is not None:
+                    winners = winners * unlabeled_valid.unsqueeze(-1)
+                present = winners.flatten(0, 1).sum(dim=0) > 0
+            terms["cdba_unlabeled"] = cdba(n_labeled, batch, unlabeled_weights, unlabeled_valid, "unlabeled",
+                                           present)
         else:
             terms["cdba_unlabeled"] = zero
-        terms["kl"] = self.kl_loss(output)
         if anchor_features is not None and anchor_classes is not None and anchor_features.shape[0] > 0:
             terms["sac"] = self.semantic_anchor_loss(anchor_features, anchor_classes, anchor_weights)
         else:
             terms["sac"] = self.class_proxies.mu.sum() * 0.0
         return terms, breakdown
+
+
+def no_weight_decay_parameters(module: nn.Module) -> List[nn.Parameter]:
+    """The distribution parameters (μ, ρ, σ_emb) of every SCDL inside ``module``. Optimisers exempt them from weight
+    decay: decay would pull the proxy means towards the origin and the scales towards σ = softplus(0)."""
+    parameters = []
+    for submodule in module.modules():
+        if isinstance(submodule, SCDL):
+            parameters += [submodule.class_proxies.mu, submodule.class_proxies.rho, submodule.sigma_emb]
+    return parameters

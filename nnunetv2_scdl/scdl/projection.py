@@ -1,4 +1,4 @@
-"""The projection MLP that maps token features into the SCDL embedding space (spec §1.1).
+"""The projection MLP that maps token features into the SCDL embedding space.
 
 Paper symbols: a token feature x (dimension D_x) is mapped to the embedding z = MLP(x) (dimension D); the unit
 embedding ẑ = z / ‖z‖ is what every cosine similarity in SCDL uses.
@@ -16,9 +16,9 @@ class ProjectionMLP(nn.Module):
 
     Args:
         in_channels: D_x, the channel count of the token features.
-        embed_dim: D, the embedding dimension (spec default 256).
+        embed_dim: D, the embedding dimension (256 in the released code).
         hidden_dim: width of the two hidden layers; ``None`` means 2·D as in the released code.
-        dropout: dropout probability after each hidden layer (spec default 0.2).
+        dropout: dropout probability after each hidden layer (0.2 in the released code).
     """
 
     def __init__(self, in_channels: int, embed_dim: int = 256, hidden_dim: int = None, dropout: float = 0.2):
@@ -36,9 +36,15 @@ class ProjectionMLP(nn.Module):
             nn.Linear(hidden_dim, embed_dim),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: [..., D_x] token features → z: [..., D] (not normalised)."""
+    def forward(self, x: Tensor, deterministic: bool = False) -> Tensor:
+        """``x``: [..., D_x] token features → z: [..., D] (not normalised). ``deterministic=True`` skips dropout
+        whatever the mode (as in eval mode), e.g. for SAC's anchors, which must not carry dropout noise."""
         if x.shape[-1] != self.in_channels:
             raise ValueError(f"ProjectionMLP expects {self.in_channels} input channels in the last dimension, "
                              f"got shape {tuple(x.shape)}.")
-        return self.layers(x)
+        if not deterministic or not self.training:
+            return self.layers(x)
+        for layer in self.layers:
+            if not isinstance(layer, nn.Dropout):
+                x = layer(x)
+        return x

@@ -1,4 +1,4 @@
-"""Per-class Gaussian proxy distributions N(μ_c, diag σ_c²) in the embedding space (spec §1.1, paper "CDBA").
+"""Per-class Gaussian proxy distributions N(μ_c, diag σ_c²) in the embedding space (paper: CDBA).
 
 Each class c owns a learnable mean μ_c ∈ R^D and a raw scale ρ_c ∈ R^D with σ_c = softplus(ρ_c) > 0. Proxy samples are
 p_{c,s} = μ_c + σ_c ⊙ ε_{c,s} with ε ~ N(0, I) (reparameterised, so gradients reach μ and ρ).
@@ -16,18 +16,24 @@ __all__ = ["ClassProxies"]
 class ClassProxies(nn.Module):
     """The C class proxies N(μ_c, diag σ_c²).
 
-    Initialisation follows the released code: the joint tensor [μ | ρ] of shape [C, 2D] is Xavier-uniform (gain 1),
-    i.e. every entry is drawn from U(−a, a) with a = sqrt(6 / (C + 2D)).
+    μ is Xavier-uniform as in the released code: every entry is drawn from U(−a, a) with a = sqrt(6 / (C + 2D)), so
+    ‖μ_c‖ ≈ 1 for D = 256. ρ is either drawn the same way (``initial_sigma <= 0``, the released code's joint
+    Xavier-uniform [μ | ρ], σ ≈ softplus(0) ≈ 0.69) or set so that σ_c = ``initial_sigma`` in every dimension.
+
+    μ, ρ (and SCDL's σ_emb) are distribution parameters, not weights: ``no_weight_decay_parameters`` lists them so
+    that optimisers can exempt them from weight decay, which would otherwise shrink the proxies towards the origin.
 
     Args:
         num_classes: C, background included.
         embed_dim: D.
+        initial_sigma: σ_c at initialisation; ≤ 0 keeps the released Xavier-uniform ρ.
         eval_samples: number of fixed noise vectors kept for eval mode (see ``sample``).
         eval_noise_seed: seed of those fixed noise vectors. They are a non-persistent buffer, regenerated identically
             whenever the module is built, so they are not in the state_dict and checkpoints stay small.
     """
 
-    def __init__(self, num_classes: int, embed_dim: int, eval_samples: int = 50, eval_noise_seed: int = 0):
+    def __init__(self, num_classes: int, embed_dim: int, eval_samples: int = 50, eval_noise_seed: int = 0,
+                 initial_sigma: float = 0.0):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"SCDL needs at least 2 classes (background included), got num_classes={num_classes}.")
@@ -37,7 +43,12 @@ class ClassProxies(nn.Module):
         self.embed_dim = embed_dim
         bound = math.sqrt(6.0 / (num_classes + 2 * embed_dim))
         self.mu = nn.Parameter(torch.empty(num_classes, embed_dim).uniform_(-bound, bound))
-        self.rho = nn.Parameter(torch.empty(num_classes, embed_dim).uniform_(-bound, bound))
+        rho = torch.empty(num_classes, embed_dim)
+        if initial_sigma > 0:
+            rho.fill_(math.log(math.expm1(initial_sigma)))  # softplus⁻¹(σ₀)
+        else:
+            rho.uniform_(-bound, bound)
+        self.rho = nn.Parameter(rho)
         generator = torch.Generator().manual_seed(eval_noise_seed)
         self.register_buffer("eval_noise", torch.randn(num_classes, eval_samples, embed_dim, generator=generator),
                              persistent=False)

@@ -1,4 +1,4 @@
-"""Token grid, tokenisation and per-token class proportions (spec §1.3, §7.3). Works for 2-D and 3-D maps.
+"""Token grid, tokenisation and per-token class proportions. Works for 2-D and 3-D maps.
 
 A token covers a block of ``token_strides`` voxels (e.g. 8×8×8, or 4×8×8 on an anisotropic grid). Tokens are ordered
 by flattening the grid (D, H, W) row-major, and every [B, L, ·] tensor in SCDL uses that order.
@@ -24,7 +24,7 @@ def token_strides_from_stage_strides(stage_strides: Sequence[Sequence[int]], tok
 
     Args:
         stage_strides: per-stage strides as in nnU-Net plans, e.g. ``[[1,1,1],[2,2,2],[2,2,2],[1,2,2]]``.
-        token_stride: the target token size along the most downsampled axis (spec: 8, as 96³ → 12³).
+        token_stride: the target token size along the most downsampled axis (8 in the released code, as 96³ → 12³).
     Returns:
         (stage index, cumulative strides of that stage). If no stage reaches ``token_stride``, the deepest stage.
         Example: the strides above give (3, (4, 8, 8)); isotropic ``[1,2,2,2,...]`` gives (3, (8, 8, 8)).

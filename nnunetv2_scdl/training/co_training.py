@@ -42,8 +42,9 @@ NETWORK_INITS: Dict[str, Optional[Callable[[], Callable[[nn.Module], None]]]] = 
 def build_dual_network(trainer_class, configuration_manager, num_input_channels: int, num_output_channels: int,
                        enable_deep_supervision: bool = True) -> DualNetwork:
     """Two plan-generated U-Nets (A, B), initialised per ``trainer_class.network_{a,b}_init`` and then passed through
-    ``trainer_class.wrap_single_network`` (identity, or e.g. SCDL's wrapper). The init is applied to the plain U-Net
-    before wrapping, so a wrapper's own parameters keep their own initialisation."""
+    ``trainer_class.attach_scdl`` (SCDL's wrapper for SCDL trainers, else nothing). Both plain U-Nets are built and
+    initialised before any wrapper, so a wrapper never shifts the random draws of B: with the same seed, a host and
+    its SCDL variant start from the same A and B."""
     networks = []
     for name in ("network_a_init", "network_b_init"):
         init = getattr(trainer_class, name)
@@ -56,8 +57,9 @@ def build_dual_network(trainer_class, configuration_manager, num_input_channels:
                                          deep_supervision=enable_deep_supervision)
         if NETWORK_INITS[init] is not None:
             network.apply(NETWORK_INITS[init]())
-        networks.append(trainer_class.wrap_single_network(network, configuration_manager, num_output_channels))
-    return DualNetwork(*networks)
+        networks.append(network)
+    return DualNetwork(*(trainer_class.attach_scdl(network, configuration_manager, num_output_channels, index)
+                         for index, network in enumerate(networks)))
 
 
 class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
@@ -91,11 +93,6 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
         # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
         return build_dual_network(cls, configuration_manager, num_input_channels, num_output_channels,
                                   enable_deep_supervision)
-
-    @classmethod
-    def wrap_single_network(cls, network: nn.Module, configuration_manager, num_output_channels: int) -> nn.Module:
-        """Hook for add-ons that wrap each plan-generated U-Net (e.g. SCDL); identity here."""
-        return network
 
     def gradient_clip_groups(self):
         """A and B (each with everything it holds, e.g. its SCDL module) are clipped separately, as two trainers
@@ -200,8 +197,8 @@ class PaperOptimiser:
 
     def configure_optimizers(self):
         self.initial_lr, self.weight_decay = self.paper_lr, self.paper_weight_decay  # what nnU-Net logs
-        optimizer = torch.optim.SGD(self.network.parameters(), lr=self.paper_lr, momentum=self.paper_momentum,
-                                    nesterov=self.paper_nesterov, weight_decay=self.paper_weight_decay)
+        optimizer = torch.optim.SGD(self.optimizer_parameter_groups(self.paper_weight_decay), lr=self.paper_lr,
+                                    momentum=self.paper_momentum, nesterov=self.paper_nesterov)
         scheduler = IterationPolyLR(optimizer, self.paper_lr,
                                     lambda: self.num_epochs * self.num_iterations_per_epoch,
                                     lambda: self.global_iteration, self.paper_poly_exponent)

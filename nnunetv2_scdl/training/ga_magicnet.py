@@ -122,11 +122,6 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
 
     # ---------------------------------------------------------------------------------------------- network
     @classmethod
-    def scdl_network_options(cls) -> Optional[dict]:
-        """``SCDLUNet`` options, or None for the plain U-Net (overridden by the SCDL variant)."""
-        return None
-
-    @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
@@ -270,25 +265,14 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
 
 class nnUNetTrainerSCDL_GAMagicNet(SCDLAddon, nnUNetTrainerGAMagicNet):
     """GA-MagicNet with SCDL: the segmenter is an ``SCDLUNet`` (decoder tokens) whose prior is injected at the head
-    (``scdl_prior_mode = "head"``, the released Synapse GA-MagicNet path) on every path that applies the head (main,
+    (``scdl_prior_modes``: "head" in both variants, the released Synapse GA-MagicNet path) on every path that applies the head (main,
     cross-image unmix, within-image unmix; each with the prior of the feature it receives); the teacher's
     pseudo-labels come from its own prior-injected forward. SCDL losses (weights as ``SCDLAddon``) come from the
     main path only."""
 
     hyperparameters = nnUNetTrainerGAMagicNet.hyperparameters + SCDL_HYPERPARAMETERS
     logged_terms = nnUNetTrainerGAMagicNet.logged_terms + SCDL_LOGGED_TERMS
-    scdl_prior_mode = "head"
-
-    @classmethod
-    def scdl_network_options(cls) -> Optional[dict]:
-        return {"token_source": cls.scdl_token_source, "prior_mode": cls.scdl_prior_mode}
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
-        return nnUNetTrainerGAMagicNet.build_network_architecture.__func__(
-            cls, plans_manager, configuration_manager, num_input_channels, num_output_channels,
-            enable_deep_supervision)
+    scdl_prior_modes = {"paper": "head", "released": "head"}
 
     def forward_student(self, inputs: torch.Tensor):
         return unwrap_network(self.network).heads(unwrap_network(self.network).features(inputs), return_scdl=True)
@@ -326,62 +310,3 @@ class nnUNetTrainerGAMagicNet_paper(GAMagicNetPaperSchedule, nnUNetTrainerGAMagi
 
 class nnUNetTrainerSCDL_GAMagicNet_paper(GAMagicNetPaperSchedule, nnUNetTrainerSCDL_GAMagicNet):
     pass
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Budget variants
-# ---------------------------------------------------------------------------------------------------------------------
-class nnUNetTrainerGAMagicNet_1epoch(nnUNetTrainerGAMagicNet):
-    num_epochs = 1
-
-
-class nnUNetTrainerGAMagicNet_5epochs(nnUNetTrainerGAMagicNet):
-    num_epochs = 5
-
-
-class nnUNetTrainerGAMagicNet_10epochs(nnUNetTrainerGAMagicNet):
-    num_epochs = 10
-
-
-class nnUNetTrainerGAMagicNet_50epochs(nnUNetTrainerGAMagicNet):
-    num_epochs = 50
-
-
-class nnUNetTrainerGAMagicNet_100epochs(nnUNetTrainerGAMagicNet):
-    num_epochs = 100
-
-
-class nnUNetTrainerGAMagicNet_250epochs(nnUNetTrainerGAMagicNet):
-    num_epochs = 250
-
-
-class nnUNetTrainerGAMagicNet_500epochs(nnUNetTrainerGAMagicNet):
-    num_epochs = 500
-
-
-class nnUNetTrainerSCDL_GAMagicNet_1epoch(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 1
-
-
-class nnUNetTrainerSCDL_GAMagicNet_5epochs(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 5
-
-
-class nnUNetTrainerSCDL_GAMagicNet_10epochs(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 10
-
-
-class nnUNetTrainerSCDL_GAMagicNet_50epochs(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 50
-
-
-class nnUNetTrainerSCDL_GAMagicNet_100epochs(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 100
-
-
-class nnUNetTrainerSCDL_GAMagicNet_250epochs(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 250
-
-
-class nnUNetTrainerSCDL_GAMagicNet_500epochs(nnUNetTrainerSCDL_GAMagicNet):
-    num_epochs = 500

@@ -123,8 +123,13 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         # a classmethod, called exactly like nnU-Net's staticmethod
+        options = cls.scdl_network_options()
+        if options is None:
+            return build_generic_ssl_network(configuration_manager, num_input_channels, num_output_channels,
+                                             enable_deep_supervision)
         return build_generic_ssl_network(configuration_manager, num_input_channels, num_output_channels,
-                                         enable_deep_supervision)
+                                         enable_deep_supervision, network_class=GenericSSLSCDLNet,
+                                         patch_size=configuration_manager.patch_size, **options)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         """All three decoders follow nnU-Net's deep-supervision switch (nnU-Net itself only sets ``.decoder``)."""
@@ -231,74 +236,10 @@ class nnUNetTrainerSCDL_GenericSSL(SCDLAddon, nnUNetTrainerGenericSSL):
 
     hyperparameters = nnUNetTrainerGenericSSL.hyperparameters + SCDL_HYPERPARAMETERS
     logged_terms = nnUNetTrainerGenericSSL.logged_terms + SCDL_LOGGED_TERMS
-    scdl_prior_mode = "head"
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
-        return build_generic_ssl_network(configuration_manager, num_input_channels, num_output_channels,
-                                         enable_deep_supervision, network_class=GenericSSLSCDLNet,
-                                         patch_size=configuration_manager.patch_size,
-                                         token_source=cls.scdl_token_source, prior_mode=cls.scdl_prior_mode)
+    scdl_prior_modes = {"paper": "head", "released": "head"}
 
     def forward_student(self, inputs: torch.Tensor):
         return unwrap_network(self.network).forward_theta(inputs, return_scdl=True)
 
     def theta_inputs(self, data: torch.Tensor, image_u: torch.Tensor) -> torch.Tensor:
         return torch.cat((data, image_u))
-
-
-class nnUNetTrainerGenericSSL_1epoch(nnUNetTrainerGenericSSL):
-    num_epochs = 1
-
-
-class nnUNetTrainerGenericSSL_5epochs(nnUNetTrainerGenericSSL):
-    num_epochs = 5
-
-
-class nnUNetTrainerGenericSSL_10epochs(nnUNetTrainerGenericSSL):
-    num_epochs = 10
-
-
-class nnUNetTrainerGenericSSL_50epochs(nnUNetTrainerGenericSSL):
-    num_epochs = 50
-
-
-class nnUNetTrainerGenericSSL_100epochs(nnUNetTrainerGenericSSL):
-    num_epochs = 100
-
-
-class nnUNetTrainerGenericSSL_250epochs(nnUNetTrainerGenericSSL):
-    num_epochs = 250
-
-
-class nnUNetTrainerGenericSSL_500epochs(nnUNetTrainerGenericSSL):
-    num_epochs = 500
-
-
-class nnUNetTrainerSCDL_GenericSSL_1epoch(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 1
-
-
-class nnUNetTrainerSCDL_GenericSSL_5epochs(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 5
-
-
-class nnUNetTrainerSCDL_GenericSSL_10epochs(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 10
-
-
-class nnUNetTrainerSCDL_GenericSSL_50epochs(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 50
-
-
-class nnUNetTrainerSCDL_GenericSSL_100epochs(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 100
-
-
-class nnUNetTrainerSCDL_GenericSSL_250epochs(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 250
-
-
-class nnUNetTrainerSCDL_GenericSSL_500epochs(nnUNetTrainerSCDL_GenericSSL):
-    num_epochs = 500

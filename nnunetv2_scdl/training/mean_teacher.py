@@ -89,31 +89,3 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
         terms = {"supervised": supervised.detach(), "consistency": consistency.detach(), "consistency_weight": weight,
                  "pseudo_label_coverage": coverage, **auxiliary_terms}
         return supervised + weight * consistency + auxiliary, terms
-
-
-class nnUNetTrainerMeanTeacher_1epoch(nnUNetTrainerMeanTeacher):
-    num_epochs = 1
-
-
-class nnUNetTrainerMeanTeacher_5epochs(nnUNetTrainerMeanTeacher):
-    num_epochs = 5
-
-
-class nnUNetTrainerMeanTeacher_10epochs(nnUNetTrainerMeanTeacher):
-    num_epochs = 10
-
-
-class nnUNetTrainerMeanTeacher_50epochs(nnUNetTrainerMeanTeacher):
-    num_epochs = 50
-
-
-class nnUNetTrainerMeanTeacher_100epochs(nnUNetTrainerMeanTeacher):
-    num_epochs = 100
-
-
-class nnUNetTrainerMeanTeacher_250epochs(nnUNetTrainerMeanTeacher):
-    num_epochs = 250
-
-
-class nnUNetTrainerMeanTeacher_500epochs(nnUNetTrainerMeanTeacher):
-    num_epochs = 500

@@ -1,64 +1,84 @@
-"""SCDL as an add-on for any trainer built on ``nnUNetTrainerSSL``: network, loss terms and their weights.
+"""SCDL as an add-on for any trainer built on ``nnUNetTrainerSSL``: network options, loss terms and their weights.
 
 Put :class:`SCDLAddon` first in the bases of a host trainer (``class nnUNetTrainerSCDL_X(SCDLAddon, nnUNetTrainerX)``)
 and extend the host's ``hyperparameters`` and ``logged_terms`` with :data:`SCDL_HYPERPARAMETERS` and
-:data:`SCDL_LOGGED_TERMS`. The host's ``compute_loss`` must call ``forward_student`` and ``auxiliary_loss``; its ``rampup()`` scales the
-unlabeled terms.
+:data:`SCDL_LOGGED_TERMS`. The host builds its network(s) through ``nnUNetTrainerSSL.attach_scdl``, which wraps each
+SCDL-carrying U-Net as :meth:`SCDLAddon.scdl_network_options` says; its ``compute_loss`` calls ``forward_student``
+and ``auxiliary_loss``; its ``rampup()`` scales the unlabeled term.
 
-Loss = host loss + λ_cdba·(L_cdba,l + ramp(t)·L_cdba,u) + λ_kl·ramp(t)·L_kl + λ_sac·L_sac, where L_cdba is the
-E2P + P2E + distance proxy loss (CDBA) on labeled tokens (ground-truth class proportions) and on unlabeled tokens
-(the detached joint assignment), L_kl the symmetric KL between E2P and P2E, and L_sac the semantic-anchor loss.
-The terms that rely on the model's own assignments follow the host's ramp-up, since early assignments are noise.
+Loss = host loss + λ_cdba·(L_cdba,l + ramp(t)·L_cdba,u) + λ_sac·L_sac, where L_cdba is CDBA (E2P + P2E in the
+paper variant) on labeled tokens (ground-truth class proportions) and on unlabeled tokens (the detached joint
+assignment), and L_sac the semantic-anchor loss. The unlabeled term relies on the model's own assignments and
+follows the host's ramp-up, since early assignments are noise. See docs/scdl.md.
 """
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
 
-from nnunetv2_scdl.networks.scdl_unet import build_scdl_network_from_plans
+from nnunetv2_scdl.networks.scdl_unet import PRIOR_MODES
+from nnunetv2_scdl.scdl.variants import get_variant
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.ssl_base import full_resolution
 
-SCDL_HYPERPARAMETERS: Tuple[str, ...] = ("scdl_weight_cdba", "scdl_weight_kl", "scdl_weight_sac")
-SCDL_LOGGED_TERMS: Tuple[str, ...] = ("scdl_cdba_labeled", "scdl_cdba_unlabeled", "scdl_kl", "scdl_sac")
+SCDL_HYPERPARAMETERS: Tuple[str, ...] = ("scdl_weight_cdba", "scdl_weight_sac")
+SCDL_LOGGED_TERMS: Tuple[str, ...] = ("scdl_cdba_labeled", "scdl_cdba_unlabeled", "scdl_sac")
 
 
 class SCDLAddon:
-    """Adds SCDL (``nnunetv2_scdl.scdl``) to the plan-generated U-Net of a semi-supervised trainer.
+    """Adds SCDL (``nnunetv2_scdl.scdl``) to the network(s) of a semi-supervised trainer.
 
-    Loss weights (hyperparameters, env ``SCDL_SCDL_WEIGHT_*``): λ_cdba = λ_kl = λ_sac = 0.1. No weights were
-    released with the paper; 0.1 is the spec's starting point (§1.5, the released module's unused ``sup_weight``),
-    and it keeps the SCDL terms, whose values lie around 1, an order of magnitude below the segmentation loss.
+    Loss weights (hyperparameters, env ``SCDL_SCDL_WEIGHT_*``): λ_cdba = λ_sac = 0.1. The paper gives no weights;
+    0.1 is the released module's (unused) ``sup_weight``, and it keeps the SCDL terms, whose values lie around 1, an
+    order of magnitude below the segmentation loss.
 
     Architecture options are class attributes only, never environment variables: ``nnUNetv2_predict`` rebuilds the
-    network from the class, and it must be the network that was trained.
+    network from the class, and it must be the network that was trained. ``scdl_variant`` is one of them ("paper",
+    the default, or "released"; the ``_released`` trainer variants set it), because the released variant also
+    changes where the priors go.
     """
 
     scdl_weight_cdba = 0.1
-    scdl_weight_kl = 0.1
     scdl_weight_sac = 0.1
-    #: where tokens come from ("decoder": the last decoder feature, spec §7.3; "encoder": the stride-8 stage)
+    #: "paper" (the paper's formulas) or "released" (the released code's behaviour); see docs/scdl.md
+    scdl_variant = "paper"
+    #: where tokens come from ("decoder": the last decoder feature; "encoder": the stride-8 encoder stage)
     scdl_token_source = "decoder"
-    #: where the priors are injected ("decoder": every decoder stage; "head": the last one; "none": losses only)
-    scdl_prior_mode = "decoder"
+    #: where the priors go, per variant ("decoder": every decoder stage; "head": the last one; "none": losses only)
+    scdl_prior_modes: Dict[str, str] = {"paper": "decoder", "released": "decoder"}
 
     @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
-                                   num_output_channels: int, enable_deep_supervision: bool = True):
-        # a classmethod, called exactly like nnU-Net's staticmethod, so that the options above take effect
-        return build_scdl_network_from_plans(configuration_manager, num_input_channels, num_output_channels,
-                                             enable_deep_supervision, token_source=cls.scdl_token_source,
-                                             prior_mode=cls.scdl_prior_mode)
+    def scdl_network_options(cls) -> dict:
+        """Keyword arguments of ``SCDLUNet`` for this trainer's variant."""
+        get_variant(cls.scdl_variant)  # a clear error for an unknown variant
+        prior_mode = cls.scdl_prior_modes[cls.scdl_variant]
+        if prior_mode not in PRIOR_MODES:
+            raise ValueError(f"{cls.__name__}.scdl_prior_modes[{cls.scdl_variant!r}] must be one of {PRIOR_MODES}, "
+                             f"got {prior_mode!r}.")
+        return {"token_source": cls.scdl_token_source, "prior_mode": prior_mode, "variant": cls.scdl_variant}
+
+    def reject_unsupported_setups(self) -> None:
+        super().reject_unsupported_setups()
+        num_classes = self.label_manager.num_segmentation_heads
+        if num_classes < 2:
+            ignore = self.label_manager.ignore_label
+            raise ValueError(f"{type(self).__name__} needs at least two label classes (background and one "
+                             f"structure) to learn class proxies; dataset.json gives {num_classes}"
+                             + (f" besides the ignore label {ignore}" if ignore is not None else "")
+                             + ". Add the structures' labels, or train a host without SCDL.")
+
+    def hyperparameter_report(self) -> str:
+        options = ", ".join(f"{name}={value}" for name, value in self.scdl_network_options().items())
+        return super().hyperparameter_report() + f"\n  SCDL network (class attributes only): {options}"
 
     def forward_student(self, inputs: torch.Tensor):
         return self.network(inputs, return_scdl=True)
 
     def scdl_loss(self, network, aux, target, n_labeled: int):
-        """The weighted SCDL loss of one ``SCDLUNet`` and its raw terms (cdba_labeled, cdba_unlabeled, kl, sac)."""
+        """The weighted SCDL loss of one ``SCDLUNet`` and its raw terms (cdba_labeled, cdba_unlabeled, sac)."""
         terms = network.scdl_loss_terms(aux, full_resolution(target), n_labeled,
                                         ignore_label=self.label_manager.ignore_label)
-        ramp = self.rampup()
-        loss = (self.scdl_weight_cdba * (terms["cdba_labeled"] + ramp * terms["cdba_unlabeled"])
-                + self.scdl_weight_kl * ramp * terms["kl"] + self.scdl_weight_sac * terms["sac"])
+        loss = (self.scdl_weight_cdba * (terms["cdba_labeled"] + self.rampup() * terms["cdba_unlabeled"])
+                + self.scdl_weight_sac * terms["sac"])
         return loss, terms
 
     def auxiliary_loss(self, aux, target, n_labeled: int):

@@ -16,7 +16,7 @@ oversampling, poly learning rate, checkpoints) and adds what semi-supervised met
 import os
 from contextlib import contextmanager
 from time import perf_counter
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
@@ -31,6 +32,8 @@ from torch import autocast, nn
 
 from nnunetv2_scdl.data.unlabeled_loader import UnlabeledDataLoader, build_unlabeled_transforms
 from nnunetv2_scdl.data.unlabeled_preprocessing import assert_unlabeled_preprocessed, get_unlabeled_folder
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.scdl.module import no_weight_decay_parameters
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters
 from nnunetv2_scdl.training.progress_logging import SSLLocalLogger
@@ -96,6 +99,32 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         if self.is_ddp:
             raise NotImplementedError(f"{type(self).__name__} does not support multi-GPU (DDP) training yet; run "
                                       f"nnUNetv2_train with one GPU.")
+
+    # ---------------------------------------------------------------------------------------------- network
+    @classmethod
+    def scdl_network_options(cls) -> Optional[dict]:
+        """Keyword arguments of ``SCDLUNet`` for the network(s) that carry SCDL; None (here): no SCDL.
+        ``SCDLAddon`` returns its variant's options; every host builds its network(s) through :meth:`attach_scdl`."""
+        return None
+
+    @classmethod
+    def attach_scdl(cls, network: nn.Module, configuration_manager, num_output_channels: int,
+                    rng_stream: int = 0) -> nn.Module:
+        """``network`` (a plan-generated U-Net) wrapped in ``SCDLUNet`` when this trainer has SCDL, else itself.
+        Give each SCDL of one model its own ``rng_stream`` (co-training: 0 for A, 1 for B)."""
+        options = cls.scdl_network_options()
+        if options is None:
+            return network
+        return SCDLUNet(network, num_output_channels, configuration_manager.patch_size, rng_stream=rng_stream,
+                        **options)
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        # a classmethod, called exactly like nnU-Net's staticmethod, so that class attributes take effect
+        network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                           num_output_channels, enable_deep_supervision)
+        return cls.attach_scdl(network, configuration_manager, num_output_channels)
 
     @property
     def unlabeled_batch_size(self) -> int:
@@ -197,6 +226,22 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     def auxiliary_loss(self, aux, target: Logits, n_labeled: int) -> Tuple[Union[float, torch.Tensor], dict]:
         """Loss terms an add-on (e.g. SCDL) puts on top of the host method: ``(weighted sum, named terms)``."""
         return 0.0, {}
+
+    def optimizer_parameter_groups(self, weight_decay: float) -> List[dict]:
+        """The network's parameters as optimiser groups: SCDL's distribution parameters (μ, ρ, σ_emb) without weight
+        decay, everything else with ``weight_decay``."""
+        exempt = {id(p) for p in no_weight_decay_parameters(self.network)}
+        parameters = list(self.network.parameters())
+        groups = [{"params": [p for p in parameters if id(p) not in exempt], "weight_decay": weight_decay}]
+        if exempt:
+            groups.append({"params": [p for p in parameters if id(p) in exempt], "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self):
+        """nnU-Net's SGD and poly schedule, with the parameter groups of :meth:`optimizer_parameter_groups`."""
+        optimizer = torch.optim.SGD(self.optimizer_parameter_groups(self.weight_decay), self.initial_lr,
+                                    momentum=0.99, nesterov=True)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def autocast(self):
         # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on MPS)

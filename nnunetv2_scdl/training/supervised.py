@@ -17,29 +17,27 @@ class nnUNetTrainerSupervised(ConfigurableHyperparameters, nnUNetTrainer):
         self.apply_hyperparameters()
 
 
-class nnUNetTrainerSupervised_1epoch(nnUNetTrainerSupervised):
-    num_epochs = 1
+class nnUNetTrainerSupervisedLabeledOnly(nnUNetTrainerSupervised):
+    """``nnUNetTrainerSupervised`` on the fold's ``train`` cases minus those its split entry lists under
+    ``pseudo_labeled``: self-training fine-tunes its student with it on the labeled cases of the derived dataset
+    (``nnUNetv2_train ... -pretrained_weights``; see docs/self_training.md). Without that key it trains on every
+    ``train`` case, as ``nnUNetTrainerSupervised`` does."""
 
+    def do_split(self):
+        from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
-class nnUNetTrainerSupervised_5epochs(nnUNetTrainerSupervised):
-    num_epochs = 5
+        from nnunetv2_scdl.data.derived_dataset import PSEUDO_LABELED_KEY
 
-
-class nnUNetTrainerSupervised_10epochs(nnUNetTrainerSupervised):
-    num_epochs = 10
-
-
-class nnUNetTrainerSupervised_50epochs(nnUNetTrainerSupervised):
-    num_epochs = 50
-
-
-class nnUNetTrainerSupervised_100epochs(nnUNetTrainerSupervised):
-    num_epochs = 100
-
-
-class nnUNetTrainerSupervised_250epochs(nnUNetTrainerSupervised):
-    num_epochs = 250
-
-
-class nnUNetTrainerSupervised_500epochs(nnUNetTrainerSupervised):
-    num_epochs = 500
+        train_keys, val_keys = super().do_split()
+        splits_file = join(self.preprocessed_dataset_folder_base, "splits_final.json")
+        entries = load_json(splits_file) if isfile(splits_file) else []
+        if self.fold != "all":  # fold "all" trains on every case: leave out what any entry calls pseudo-labeled
+            entries = entries[self.fold:self.fold + 1]
+        pseudo_labeled = {c for entry in entries for c in entry.get(PSEUDO_LABELED_KEY, [])}
+        labeled = [k for k in train_keys if k not in pseudo_labeled]
+        if not labeled:
+            raise RuntimeError(f"Fold {self.fold} of splits_final.json has no training case that is not "
+                               f"pseudo-labeled; there is nothing to fine-tune on.")
+        self.print_to_log_file(f"Training on the {len(labeled)} labeled cases of the split's {len(train_keys)} "
+                               f"training cases ({len(train_keys) - len(labeled)} pseudo-labeled left out).")
+        return labeled, val_keys
