@@ -6,8 +6,9 @@ gradient clipping, and the poly learning rate over the probe's steps), with eith
 - ``dcce``: nnU-Net's Dice + CE (the supervised reference), or
 - ``ga``: GA-CPS's supervised loss, GACE(k=10, γ=0.5) + GADice, under the same deep supervision,
 
-from nnU-Net's He init (``he``), Xavier-normal (``xavier_normal``, GA-CPS's net B) or He scaled by 1/√2
-(``he_scaled``: the weight norm Xavier gives a conv with as many inputs as outputs, in He's proportions). Every
+from nnU-Net's He init (``he``), Xavier-normal (``xavier_normal``, GA-CPS's net B), He scaled by 1/√2
+(``he_scaled``: the weight norm Xavier gives a conv with as many inputs as outputs, in He's proportions) or He with
+each conv rescaled to Xavier-normal's expected norm (``he_xavier_norm``, co_training.NETWORK_INITS). Every
 ``--every`` steps it predicts a fixed set of validation patches and prints the loss, the foreground share of the
 prediction and of the reference, and the Dice per foreground class.
 
@@ -31,7 +32,7 @@ def main():
     parser.add_argument("-c", "--configuration", default="3d_fullres")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--loss", choices=("dcce", "ga"), required=True)
-    parser.add_argument("--init", choices=("he", "xavier_normal", "he_scaled"), required=True)
+    parser.add_argument("--init", choices=("he", "xavier_normal", "he_scaled", "he_xavier_norm"), required=True)
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--iterations-per-epoch", type=int, default=15,
                         help="the poly learning rate steps once per this many iterations, as in nnU-Net")

@@ -8,7 +8,7 @@ from conftest import (add_ignore_label, end_epoch_and_check_logged_terms, fold_f
                       load_checkpoint, make_trainer, predict_test_cases, started_trainer, training_env)
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
-from nnunetv2_scdl.networks.dual_network import DualNetwork
+from nnunetv2_scdl.networks.dual_network import DualNetwork, xavier_normal_expected_norm
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.co_training import nnUNetTrainerCoTraining
 from nnunetv2_scdl.training.dhc import nnUNetTrainerDHC, nnUNetTrainerDHC_paper, nnUNetTrainerSCDL_DHC
@@ -54,6 +54,43 @@ def test_network_is_a_dual_unet_with_the_documented_inits(planned_phantom):
     assert any(k.startswith("net_b.scdl.prior_projections.") for k in scdl.state_dict())
     with pytest.raises(NotImplementedError, match="base class"):
         make_trainer(planned_phantom, nnUNetTrainerCoTraining).initialize()
+
+
+class GACPSHeAtXavierNorm(nnUNetTrainerGACPS):
+    network_a_init = "he_xavier_norm"
+    network_b_init = "xavier_normal"
+
+
+class GACPSHe(nnUNetTrainerGACPS):
+    network_a_init = "he"
+
+
+def build_network(trainer_class, plans_manager, configuration_manager, seed=0):
+    torch.manual_seed(seed)
+    return trainer_class.build_network_architecture(plans_manager, configuration_manager, 1, 4, True)
+
+
+def test_he_at_xavier_norm_gives_a_and_b_equal_layer_norms_but_different_weights(planned_phantom):
+    reference = make_trainer(planned_phantom, GACPSHeAtXavierNorm)
+    plans, configuration = reference.plans_manager, reference.configuration_manager
+    network = build_network(GACPSHeAtXavierNorm, plans, configuration)
+    he = build_network(GACPSHe, plans, configuration)  # same seed: the same He draw for A before rescaling
+    convs = [(name, module) for name, module in network.net_a.named_modules()
+             if isinstance(module, torch.nn.modules.conv._ConvNd)]
+    assert len(convs) > 10
+    for name, conv_a in convs:
+        conv_b = network.net_b.get_submodule(name)
+        weight_a, weight_b = conv_a.weight.detach(), conv_b.weight.detach()
+        expected = xavier_normal_expected_norm(weight_a)
+        assert weight_a.norm().item() == pytest.approx(expected, rel=1e-5), name
+        # B's own Xavier draw has that norm up to its sampling spread, about 1/√(2n) for n weights
+        assert weight_b.norm().item() == pytest.approx(expected, rel=6 / (2 * weight_b.numel()) ** 0.5), name
+        assert not torch.allclose(weight_a, weight_b), name
+        he_weight = he.net_a.get_submodule(name).weight.detach()  # A keeps He's draw, only its scale changes
+        assert torch.allclose(weight_a / weight_a.norm(), he_weight / he_weight.norm(), atol=1e-6), name
+    # without the rescaling, He's norm exceeds Xavier's by √((fan_in + fan_out)/fan_in) >= √2 on square convs
+    big = max(convs, key=lambda item: item[1].weight.numel())[0]
+    assert he.net_a.get_submodule(big).weight.norm() > 1.3 * network.net_a.get_submodule(big).weight.norm()
 
 
 @pytest.mark.slow
@@ -149,6 +186,27 @@ def test_dhc_resume_restores_the_class_weights_exactly(phantom_with_unlabeled, m
         for key, value in saved[name].items():
             assert torch.equal(value, restored[name][key]) if isinstance(value, torch.Tensor) \
                 else value == restored[name][key], (name, key)
+
+
+@pytest.mark.slow
+def test_resume_applies_hyperparameters_given_now_and_logs_the_change(phantom_with_unlabeled, monkeypatch, tmp_path):
+    """``--c`` with ``SCDL_*_MOMENTUM`` set: the class weights continue from the checkpoint with the new momenta."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
+    trainer.train_step(next(trainer.dataloader_train))
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    trainer.on_train_end()
+
+    monkeypatch.setenv("SCDL_DIFF_DW_MOMENTUM", "0.5")
+    monkeypatch.setenv("SCDL_DIST_DW_MOMENTUM", "0.9")
+    resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
+    resumed.initialize()
+    resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
+    assert (resumed.diff_dw.momentum, resumed.dist_dw.momentum) == (0.5, 0.9)
+    assert torch.equal(resumed.diff_dw.weights, trainer.diff_dw.weights)
+    log = open(resumed.log_file).read()
+    assert "Resuming with diff_dw_momentum = 0.5 (env SCDL_DIFF_DW_MOMENTUM)" in log
+    assert "Resuming with dist_dw_momentum = 0.9" in log and log.count("Resuming with") == 2  # nothing else changed
 
 
 @pytest.mark.slow

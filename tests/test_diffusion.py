@@ -68,9 +68,12 @@ def test_labels_to_x0():
 
 
 def test_ddim_timesteps():
-    assert ddim_timesteps(10) == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    # GenericSSL's space_timesteps(1000, [10]): stride 999/9 = 111 from t = 0, so sampling starts at t = 999
+    assert ddim_timesteps(10) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     assert ddim_timesteps(1) == [0]
-    assert ddim_timesteps(3, 1000) == [666, 333, 0]
+    assert ddim_timesteps(3, 1000) == [999, 500, 0]  # stride 499.5: round(499.5) = 500 (ties to even)
+    assert ddim_timesteps(7, 1000) == [999, 832, 666, 500, 333, 166, 0]  # 166.5 → 166, 499.5 → 500, 832.5 → 832
+    assert ddim_timesteps(1000) == list(range(999, -1, -1))
     with pytest.raises(ValueError):
         ddim_timesteps(0)
 
@@ -102,10 +105,10 @@ def test_ddim_two_steps_by_hand():
         return 2.0 * torch.sin(x_t) * (1 + t.float().view(-1, 1, 1) / 1000)
 
     x_T = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
-    out = ddim_sample(model, x_T.shape, sched, num_steps=2, x_T=x_T)  # timesteps [500, 0]
-    a500, a0 = _alpha_bar_reference(500), _alpha_bar_reference(0)
-    x0 = model(x_T, torch.full((2,), 500)).clamp(-1, 1)
-    eps = (x_T - math.sqrt(a500) * x0) / math.sqrt(1 - a500)
+    out = ddim_sample(model, x_T.shape, sched, num_steps=2, x_T=x_T)  # timesteps [999, 0]
+    a999, a0 = _alpha_bar_reference(999), _alpha_bar_reference(0)
+    x0 = model(x_T, torch.full((2,), 999)).clamp(-1, 1)
+    eps = (x_T - math.sqrt(a999) * x0) / math.sqrt(1 - a999)
     x_prev = math.sqrt(a0) * x0 + math.sqrt(1 - a0) * eps
     logits = model(x_prev, torch.zeros(2, dtype=torch.long))
     assert torch.allclose(out.x0_logits, logits, atol=1e-5)

@@ -117,7 +117,9 @@ def test_training_steps_have_finite_terms_and_documented_total(phantom_with_unla
         assert all(math.isfinite(float(v)) for k, v in o.items()), o
         assert 0 <= o["location_accuracy"] <= 1 and o["location"] > 0
     assert outputs[0]["blend_fraction"] == 0 and 0 < outputs[1]["blend_fraction"] <= 1  # blending from step 2
-    assert trainer.class_counts.sum() == 2 * trainer.unlabeled_batch_size * 20 * 28 * 28
+    # step 0 recounted d (iteration 0 is a recount) and cleared the counts; step 1's labels are counted since
+    assert trainer.class_counts.sum() == trainer.unlabeled_batch_size * 20 * 28 * 28
+    assert trainer.class_distribution.max() == 1
     o = outputs[-1]
     assert o["supervised"] == pytest.approx((o["supervised_main"] + o["dice_unmix"] + o["dice_within"]) / 4,
                                             rel=1e-5)
@@ -131,6 +133,39 @@ def test_training_steps_have_finite_terms_and_documented_total(phantom_with_unla
     assert any(k.startswith("location_head.") for k in moved) and any(k.startswith("segmenter.") for k in moved)
     assert trainer.inference_network() is trainer.teacher.module
     end_epoch_and_check_logged_terms(trainer, outputs)
+    trainer.on_train_end()
+
+
+def test_class_histogram_is_cleared_at_every_recount(planned_phantom):
+    """As in the released code, d follows the labels of the last ``blend_update_every`` steps, not of the run."""
+    trainer = make_trainer(planned_phantom, SmallMagicNet)
+    labels = {c: torch.full((1, 1, 4, 4, 4), c) for c in (1, 2)}
+    trainer.global_iteration = 0
+    trainer.update_class_distribution(labels[1])  # iteration 0 recounts: only class 1 so far
+    assert trainer.class_distribution.tolist() == [0, 1, 0, 0] and trainer.class_counts.sum() == 0
+    for iteration in range(1, trainer.blend_update_every + 1):
+        trainer.global_iteration = iteration
+        trainer.update_class_distribution(labels[2])
+        if iteration < trainer.blend_update_every:  # d changes only at a recount
+            assert trainer.class_distribution.tolist() == [0, 1, 0, 0]
+    # a cumulative histogram would still give class 1 a weight of 1/20 here
+    assert trainer.class_distribution.tolist() == [0, 0, 1, 0] and trainer.class_counts.sum() == 0
+
+
+@pytest.mark.slow
+def test_histogram_counts_the_labels_the_consistency_loss_uses(phantom_with_unlabeled, monkeypatch):
+    """Before blending starts that is the teacher's ŷ_T, after it the blended ŷ (released code)."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = started_trainer(phantom_with_unlabeled, SmallMagicNet)
+    counted, consistency_targets = [], []
+    count = trainer.update_class_distribution
+    monkeypatch.setattr(trainer, "update_class_distribution", lambda labels: (counted.append(labels), count(labels)))
+    consistency = trainer.consistency_loss
+    monkeypatch.setattr(trainer, "consistency_loss",
+                        lambda logits, target: (consistency_targets.append(target), consistency(logits, target))[1])
+    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+    assert outputs[1]["blend_fraction"] > 0  # the second step blends
+    assert len(counted) == 2 and all(c is t for c, t in zip(counted, consistency_targets))
     trainer.on_train_end()
 
 

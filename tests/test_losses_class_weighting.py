@@ -130,15 +130,15 @@ def test_diff_dw_initial_weights():
 def test_diff_dw_two_step_sequence_by_hand():
     """C=3, target [0,0,1,1,2,2]; step 1 predicts [0,0,1,2,2,2], step 2 predicts [0,1,1,1,2,0].
 
-    Hard Dice (ε=1e-8 in numerator and denominator):
-        step 1: d¹ = ((4+ε)/(4+ε), (2+ε)/(3+ε), (4+ε)/(5+ε)) ≈ (1, 2/3, 4/5)
-        step 2: d² = ((2+ε)/(4+ε), (4+ε)/(5+ε), (2+ε)/(3+ε)) ≈ (1/2, 4/5, 2/3)
+    Hard Dice as DHC computes it (ε=1e-8 in the numerator, 2ε in the denominator):
+        step 1: d¹ = ((4+ε)/(4+2ε), (2+ε)/(3+2ε), (4+ε)/(5+2ε)) ≈ (1, 2/3, 4/5)
+        step 2: d² = ((2+ε)/(4+2ε), (4+ε)/(5+2ε), (2+ε)/(3+2ε)) ≈ (1/2, 4/5, 2/3)
     Step 1 (d_prev = 1e-8): every Δ > 0, so learn¹ = 0.02·Δ·ln(d¹/1e-8), unlearn¹ = 0, dw¹ = 0.98 + 0.02·(1−d¹).
     Step 2: Δ = d² − d¹ ≈ (−1/2, +2/15, −2/15): classes 0 and 2 unlearn, class 1 learns.
     """
     m = 0.98
-    d1 = [(4 + EPS) / (4 + EPS), (2 + EPS) / (3 + EPS), (4 + EPS) / (5 + EPS)]
-    d2 = [(2 + EPS) / (4 + EPS), (4 + EPS) / (5 + EPS), (2 + EPS) / (3 + EPS)]
+    d1 = [(4 + EPS) / (4 + 2 * EPS), (2 + EPS) / (3 + 2 * EPS), (4 + EPS) / (5 + 2 * EPS)]
+    d2 = [(2 + EPS) / (4 + 2 * EPS), (4 + EPS) / (5 + 2 * EPS), (2 + EPS) / (3 + 2 * EPS)]
 
     learn1 = [(1 - m) * (d - EPS) * math.log(d / EPS) for d in d1]
     unlearn1 = [0.0, 0.0, 0.0]
@@ -165,6 +165,37 @@ def test_diff_dw_two_step_sequence_by_hand():
     assert w2.tolist() == pytest.approx(expected_w2, rel=1e-10)
     # sanity of the hand numbers: class 0 dropped from Dice 1 to 1/2, so it is now the hardest class (weight C)
     assert expected_w2[0] == pytest.approx(3.0) and expected_w2[1] < expected_w2[2] < expected_w2[0]
+
+
+@pytest.mark.parametrize("normalise_by_max", [True, False], ids=["DHC", "GenericSSL"])
+def test_diff_dw_gives_a_class_absent_from_prediction_and_target_dice_one_half(normalise_by_max):
+    """DHC's soft Dice (smooth 1e-8, plus 1e-8 in the denominator) gives 1e-8/2e-8 = 0.5 to a class that neither the
+    prediction nor the GT contains, not 1: its dw = EMA(1 − d) then stays at 0.5 instead of decaying to 0."""
+    target = torch.tensor([0, 0, 1, 1, 1, 0])  # class 2 absent from target and prediction
+    prediction = torch.tensor([0, 1, 1, 1, 0, 0])
+    assert hard_dice_per_class(prediction, target, 3, denominator_epsilon=2 * EPS)[2].item() == pytest.approx(0.5)
+    diff_dw = DiffDW(3, normalise_by_max=normalise_by_max)
+    for _ in range(3):
+        diff_dw.update_from_labels(prediction, target)
+    state = diff_dw.state_dict()
+    assert state["previous_dice"][2].item() == pytest.approx(0.5)
+    assert state["dice_weight"][2].item() == pytest.approx(0.98 ** 3 + (1 - 0.98 ** 3) * 0.5)
+
+
+def test_settings_are_not_restored_from_a_state_dict():
+    """Momentum, exponent and epsilon come from the constructor (the trainer's hyperparameters), not the checkpoint."""
+    target = torch.tensor([0, 0, 1, 1, 2, 2])
+    saved = DiffDW(3, momentum=0.98)
+    saved.update_from_labels(torch.tensor([0, 1, 1, 1, 2, 0]), target)
+    resumed = DiffDW(3, momentum=0.5, exponent=0.25)
+    resumed.load_state_dict(saved.state_dict())
+    assert (resumed.momentum, resumed.exponent) == (0.5, 0.25)
+    assert torch.equal(resumed.weights, saved.weights)
+    dist = DistDW(3, momentum=0.99)
+    dist.init_from_counts(torch.tensor([10.0, 2.0, 1.0]))
+    resumed_dist = DistDW(3, momentum=0.9)
+    resumed_dist.load_state_dict(dist.state_dict())
+    assert resumed_dist.momentum == 0.9 and torch.equal(resumed_dist.weights, dist.weights)
 
 
 def test_diff_dw_without_max_normalisation_is_generic_ssl_difficulty():

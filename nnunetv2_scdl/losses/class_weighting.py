@@ -7,7 +7,8 @@ exactly the same weights.
 
 State is kept as float64 tensors on the CPU: the update inputs are C numbers per iteration, float64 keeps the log
 ratios of tiny Dice values accurate, and the checkpoint round-trip is bit-exact. ``weights`` returns a float64 CPU
-tensor; the losses in this package move and cast it themselves.
+tensor; the losses in this package move and cast it themselves. Settings (momentum, exponent, epsilon) are not state:
+``load_state_dict`` keeps the object's own, so a resumed run uses the hyperparameters it was started with.
 """
 from typing import Dict, Optional
 
@@ -31,11 +32,14 @@ def class_voxel_counts(labels: torch.Tensor, num_classes: int, ignore_index: Opt
 
 
 def hard_dice_per_class(prediction_labels: torch.Tensor, target_labels: torch.Tensor, num_classes: int,
-                        ignore_index: Optional[int] = None, epsilon: float = _DICE_EPS) -> torch.Tensor:
-    """Batch hard Dice per class (background included): d_c = (2|P_c ∩ G_c| + ε) / (|P_c| + |G_c| + ε).
+                        ignore_index: Optional[int] = None, epsilon: float = _DICE_EPS,
+                        denominator_epsilon: Optional[float] = None) -> torch.Tensor:
+    """Batch hard Dice per class (background included): d_c = (2|P_c ∩ G_c| + ε) / (|P_c| + |G_c| + ε_d).
 
-    Counts run over the whole batch. A class absent from both prediction and target gets d_c = 1 (nothing to learn
-    there), and a missed class gets a tiny positive d_c ≈ ε/|G_c|, so DiffDW's log(d / d_prev) stays finite.
+    Counts run over the whole batch. ε_d = ``denominator_epsilon`` (default ε): then a class absent from both
+    prediction and target gets d_c = 1. DHC's soft Dice adds its smooth ε and another 1e-8 to the denominator
+    (ε_d = ε + 1e-8), which gives an absent class ε/(2ε) = 0.5 (DiffDW uses that). A missed class gets a tiny
+    positive d_c ≈ ε/|G_c|, so DiffDW's log(d / d_prev) stays finite.
 
     Args:
         prediction_labels: predicted class indices (argmax over classes), any shape.
@@ -60,7 +64,8 @@ def hard_dice_per_class(prediction_labels: torch.Tensor, target_labels: torch.Te
     intersection = torch.bincount(hits, minlength=num_classes)
     intersection, pred_count, target_count = (t.cpu().to(torch.float64) for t in (intersection, pred_count,
                                                                                    target_count))
-    return (2 * intersection + epsilon) / (pred_count + target_count + epsilon)
+    denominator_epsilon = epsilon if denominator_epsilon is None else denominator_epsilon
+    return (2 * intersection + epsilon) / (pred_count + target_count + denominator_epsilon)
 
 
 def dist_dw_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
@@ -138,11 +143,11 @@ class DistDW:
         return self.update_from_counts(class_voxel_counts(prediction_labels, self.num_classes))
 
     def state_dict(self) -> Dict[str, object]:
-        return {"num_classes": self.num_classes, "momentum": self.momentum,
-                "weights": None if self._weights is None else self._weights.clone()}
+        """The weights (and C, checked on load); the momentum is a setting and stays out."""
+        return {"num_classes": self.num_classes, "weights": None if self._weights is None else self._weights.clone()}
 
     def load_state_dict(self, state_dict: Dict[str, object]) -> None:
-        _check_state_keys(state_dict, {"num_classes", "momentum", "weights"}, "DistDW")
+        _check_state_keys(state_dict, {"num_classes", "weights"}, "DistDW")
         if state_dict["num_classes"] != self.num_classes:
             raise ValueError(f"DistDW: state_dict is for {state_dict['num_classes']} classes, this object has "
                              f"{self.num_classes}.")
@@ -150,7 +155,6 @@ class DistDW:
         if weights is not None:
             weights = torch.as_tensor(weights, dtype=torch.float64).cpu().clone()
             _check_vector(weights, self.num_classes, "DistDW", "weights")
-        self.momentum = float(state_dict["momentum"])
         self._weights = weights
 
     def _checked_counts(self, counts: torch.Tensor) -> torch.Tensor:
@@ -162,7 +166,8 @@ class DistDW:
 class DiffDW:
     """Difficulty-aware class weights (DHC's weights for net A).
 
-    Per iteration, from the batch hard Dice d_c of argmax(A on the labeled half) vs GT (background included):
+    Per iteration, from the batch hard Dice d_c of argmax(A on the labeled half) vs GT (background included; with
+    DHC's smoothing, so a class absent from both prediction and GT gets d_c = 0.5, see :func:`hard_dice_per_class`):
         Δ_c = d_c − d_prev,c
         learn_c   ← m·learn_c   + (1−m)·(Δ_c·log(d_c/d_prev,c) if Δ_c > 0  else 0)
         unlearn_c ← m·unlearn_c + (1−m)·(Δ_c·log(d_c/d_prev,c) if Δ_c <= 0 else 0)
@@ -237,19 +242,22 @@ class DiffDW:
 
     def update_from_labels(self, prediction_labels: torch.Tensor, target_labels: torch.Tensor,
                            ignore_index: Optional[int] = None) -> torch.Tensor:
-        """One iteration's update from argmax(A on the labeled half) and its GT; returns the new w."""
+        """One iteration's update from argmax(A on the labeled half) and its GT; returns the new w. The hard Dice
+        is DHC's: smooth ε in the numerator, ε + 1e-8 in the denominator (an absent class gets 0.5)."""
         return self.update_from_dice(hard_dice_per_class(prediction_labels, target_labels, self.num_classes,
-                                                         ignore_index, self.epsilon))
+                                                         ignore_index, self.epsilon,
+                                                         denominator_epsilon=self.epsilon + _DICE_EPS))
 
     def state_dict(self) -> Dict[str, object]:
-        return {"num_classes": self.num_classes, "momentum": self.momentum, "exponent": self.exponent,
-                "epsilon": self.epsilon, "previous_dice": self._previous_dice.clone(), "learn": self._learn.clone(),
-                "unlearn": self._unlearn.clone(), "dice_weight": self._dice_weight.clone(),
-                "weights": self._weights.clone()}
+        """The statistics and weights (and C, checked on load); momentum, exponent and epsilon are settings and
+        stay out."""
+        return {"num_classes": self.num_classes, "previous_dice": self._previous_dice.clone(),
+                "learn": self._learn.clone(), "unlearn": self._unlearn.clone(),
+                "dice_weight": self._dice_weight.clone(), "weights": self._weights.clone()}
 
     def load_state_dict(self, state_dict: Dict[str, object]) -> None:
         tensors = ("previous_dice", "learn", "unlearn", "dice_weight", "weights")
-        _check_state_keys(state_dict, {"num_classes", "momentum", "exponent", "epsilon", *tensors}, "DiffDW")
+        _check_state_keys(state_dict, {"num_classes", *tensors}, "DiffDW")
         if state_dict["num_classes"] != self.num_classes:
             raise ValueError(f"DiffDW: state_dict is for {state_dict['num_classes']} classes, this object has "
                              f"{self.num_classes}.")
@@ -257,9 +265,6 @@ class DiffDW:
         for name in tensors:
             loaded[name] = torch.as_tensor(state_dict[name], dtype=torch.float64).cpu().clone()
             _check_vector(loaded[name], self.num_classes, "DiffDW", name)
-        self.momentum = float(state_dict["momentum"])
-        self.exponent = float(state_dict["exponent"])
-        self.epsilon = float(state_dict["epsilon"])
         self._previous_dice = loaded["previous_dice"]
         self._learn = loaded["learn"]
         self._unlearn = loaded["unlearn"]

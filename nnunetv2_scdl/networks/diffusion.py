@@ -137,14 +137,21 @@ def labels_to_x0(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = to
 
 
 def ddim_timesteps(num_steps: int = 10, num_timesteps: int = NUM_TIMESTEPS) -> List[int]:
-    """The DDIM sub-sequence, in sampling (descending) order: t_i = i·⌊T/S⌋ for i = S−1, …, 0.
+    """The DDIM sub-sequence, in sampling (descending) order, spaced as GenericSSL spaces it
+    (guided-diffusion's ``space_timesteps(T, [S])``): S steps evenly over [0, T − 1], both ends included, each
+    rounded to the nearest integer (ties to even, as Python's ``round``), with the stride (T − 1)/(S − 1) added up
+    step by step; S = 1 gives [0].
 
-    T = 1000, S = 10 → [900, 800, …, 100, 0] (the uniform "leading" spacing of DDIM / guided-diffusion's "ddimS").
+    T = 1000, S = 10 → [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]; S = 3 → [999, 500, 0].
     """
     if not 1 <= num_steps <= num_timesteps:
         raise ValueError(f"num_steps must lie in [1, {num_timesteps}], got {num_steps}.")
-    stride = num_timesteps // num_steps
-    return [i * stride for i in range(num_steps - 1, -1, -1)]
+    stride = (num_timesteps - 1) / (num_steps - 1) if num_steps > 1 else 1
+    steps, position = [], 0.0
+    for _ in range(num_steps):
+        steps.append(round(position))
+        position += stride
+    return steps[::-1]
 
 
 class DDIMOutput(NamedTuple):

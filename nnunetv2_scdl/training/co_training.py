@@ -24,14 +24,18 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from nnunetv2_scdl.networks.dual_network import DualNetwork, InitWeights_XavierNormal
+from nnunetv2_scdl.networks.dual_network import DualNetwork, InitWeights_XavierNormal, RescaleToXavierNormalNorm
+from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.ssl_base import Logits, full_resolution, nnUNetTrainerSSL, split_batch
 
-#: re-initialisations for ``network_a_init`` / ``network_b_init``; "he" keeps get_network_from_plans' InitWeights_He
+#: re-initialisations for ``network_a_init`` / ``network_b_init``, applied to the plan-generated (He-initialised)
+#: U-Net: "he" keeps get_network_from_plans' InitWeights_He, "xavier_normal" redraws every conv, "he_xavier_norm"
+#: keeps the He draw and rescales each conv to Xavier-normal's expected norm (see docs/co_training.md)
 NETWORK_INITS: Dict[str, Optional[Callable[[], Callable[[nn.Module], None]]]] = {
     "he": None,
     "xavier_normal": InitWeights_XavierNormal,
+    "he_xavier_norm": RescaleToXavierNormalNorm,
 }
 
 
@@ -63,7 +67,7 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
 
     Hyperparameters (class attributes, env ``SCDL_<NAME>``): ``cps_weight`` (0.1, both papers), the maximum of the
     CPS weight ramp. Architecture options (class attributes only; the predictor rebuilds the network from the class):
-    ``network_a_init`` / ``network_b_init`` ("he" or "xavier_normal").
+    ``network_a_init`` / ``network_b_init`` (a key of :data:`NETWORK_INITS`).
 
     Subclasses implement :meth:`build_co_training_losses`, which sets ``supervised_loss_a``/``_b`` (called as
     ``loss(labeled_outputs, target)``, DS lists when DS is on; wrap with :meth:`wrap_deep_supervision`) and
@@ -89,6 +93,12 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
         # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
         return build_dual_network(cls, configuration_manager, num_input_channels, num_output_channels,
                                   enable_deep_supervision)
+
+    def gradient_clip_groups(self):
+        """A and B (each with everything it holds, e.g. its SCDL module) are clipped separately, as two trainers
+        would clip them."""
+        dual = unwrap_network(self.network)
+        return [list(dual.net_a.parameters()), list(dual.net_b.parameters())]
 
     # ---------------------------------------------------------------------------------------------- losses
     def deep_supervision_weights(self) -> Optional[np.ndarray]:
@@ -174,10 +184,11 @@ class IterationPolyLR:
 
 class PaperOptimiser:
     """Mixin (put it first in the bases): the papers' SGD with poly lr set per iteration, instead of nnU-Net's SGD
-    (momentum 0.99, Nesterov, wd 3e-5) with poly lr per epoch. Gradient clipping (norm 12) and AMP on CUDA stay as in
-    nnUNetTrainerSSL. Subclasses set the ``paper_*`` attributes and the budget (``num_epochs`` ×
-    ``num_iterations_per_epoch``)."""
+    (momentum 0.99, Nesterov, wd 3e-5) with poly lr per epoch, and no gradient clipping (none of the papers clips).
+    AMP on CUDA stays as in nnUNetTrainerSSL. Subclasses set the ``paper_*`` attributes and the budget
+    (``num_epochs`` × ``num_iterations_per_epoch``)."""
 
+    gradient_clip_norm = 0.0
     paper_lr = 0.01
     paper_momentum = 0.9
     paper_nesterov = False

@@ -12,9 +12,10 @@ the student S = plan U-Net (or ``SCDLUNet``) + a location head on each cube's bo
    (cross-entropy against ``location_labels``);
 5. within-image recovery: the cubes' encoder outputs are decoded cube by cube, the features reassembled
    (``recover_cubes``) and the head applied → ``within`` logits;
-6. cube-wise pseudo-label blending (after ``blend_start_iteration`` steps): d = class frequency of the teacher's
-   pseudo-labels (h^{1/T} normalised, divided by its max, recounted every ``blend_update_every`` steps);
-   ω = d[ŷ_T] per voxel; ŷ = argmax((1 − ω)·teacher + ω·cube-wise logits);
+6. cube-wise pseudo-label blending (after ``blend_start_iteration`` steps): d = class frequency h of the pseudo-labels
+   counted since the previous recount (h^{1/T} normalised, divided by its max), recounted every
+   ``blend_update_every`` steps; ω = d[ŷ_T] per voxel; ŷ = argmax((1 − ω)·teacher + ω·cube-wise logits). As in the
+   released code, h counts the teacher's labels ŷ_T before blending starts and the blended labels ŷ after;
 7. L = [DS(GACE_k + GADice)(outputs_l, y) + GADice(unmix_l, y) + GADice(within_l, y)] / 4
        + location_weight·L_loc + w_c(t)·GADice(unmix_u, ŷ)  [+ SCDL terms],
    w_c(t) = consistency_weight·sigmoid_rampup(t, T), T = ``consistency_rampup_iterations`` or the whole run.
@@ -115,7 +116,7 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
         self.teacher = None
         self.cube_grid = cube_grid_from_configuration(self.configuration_manager, self.cube_size)
         num_classes = self.label_manager.num_segmentation_heads
-        self.class_counts = torch.zeros(num_classes, dtype=torch.float64)  # teacher pseudo-label histogram
+        self.class_counts = torch.zeros(num_classes, dtype=torch.float64)  # pseudo-labels since the last recount
         self.class_distribution = torch.zeros(num_classes)  # d, recounted every blend_update_every steps
         self.supervised_loss = self.dice_loss = self.consistency_loss = None
 
@@ -150,6 +151,12 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
     def inference_network(self):
         return self.teacher.module
 
+    def gradient_clip_groups(self):
+        """The U-Net (with SCDL in the SCDL variant) and the location head are clipped separately: the head's
+        4096-wide layers must not shrink the U-Net's step."""
+        network = unwrap_network(self.network)
+        return [list(network.segmenter.parameters()), list(network.location_head.parameters())]
+
     def after_optimizer_step(self) -> None:
         self.teacher.update(self.network, self.global_iteration)
 
@@ -168,11 +175,14 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
         return teacher_data + noise.clamp(-2 * self.teacher_input_noise, 2 * self.teacher_input_noise)
 
     def update_class_distribution(self, pseudo_label: torch.Tensor) -> None:
-        """Count the teacher's pseudo-labels; recompute d every ``blend_update_every`` steps."""
+        """Count this step's pseudo-labels (the ones the consistency loss uses); every ``blend_update_every`` steps
+        (iteration 0 included) set d from the counts since the previous recount and clear them, as the released
+        code does (d then follows the last ``blend_update_every`` steps' labels, not the whole run's)."""
         counts = torch.bincount(pseudo_label.reshape(-1), minlength=self.class_counts.numel())
         self.class_counts += counts.to("cpu", torch.float64)
-        if self.global_iteration % self.blend_update_every == 0 or not self.class_distribution.any():
+        if self.global_iteration % self.blend_update_every == 0:
             self.class_distribution = blend_distribution(self.class_counts, self.blend_temperature)
+            self.class_counts.zero_()
 
     # ---------------------------------------------------------------------------------------------- steps
     def within_image_logits(self, network: MagicCubeNetwork, skips: List[torch.Tensor]) -> torch.Tensor:
@@ -208,7 +218,6 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
             teacher_input = self.teacher_view(unlabeled["teacher_data"])
             teacher_logits = full_resolution(self.teacher(teacher_input)).float()
             pseudo_label = teacher_logits.argmax(1, keepdim=True)
-            self.update_class_distribution(pseudo_label)
             blend_fraction = 0.0
             if self.global_iteration > self.blend_start_iteration:
                 if self.faithful:  # released code: the student's cube-wise logits of the first B_u batch images
@@ -220,6 +229,7 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
                 omega = self.class_distribution.to(x.device)[pseudo_label]
                 pseudo_label = ((1 - omega) * teacher_logits + omega * cube_logits).argmax(1, keepdim=True)
                 blend_fraction = float(omega.mean())
+            self.update_class_distribution(pseudo_label)  # after blending: this step used the previous d
 
         # 7. losses
         labeled_outputs, _ = split_batch(outputs, n_labeled)
@@ -249,9 +259,8 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
 
     def load_extra_checkpoint_state(self, state: dict) -> None:
         super().load_extra_checkpoint_state(state)
-        if "magicnet_class_counts" in state:
-            self.class_counts = state["magicnet_class_counts"].detach().to("cpu", torch.float64).clone()
-            self.class_distribution = state["magicnet_class_distribution"].detach().to("cpu").float().clone()
+        self.class_counts = state["magicnet_class_counts"].detach().to("cpu", torch.float64).clone()
+        self.class_distribution = state["magicnet_class_distribution"].detach().to("cpu").float().clone()
 
 
 class nnUNetTrainerSCDL_GAMagicNet(SCDLAddon, nnUNetTrainerGAMagicNet):

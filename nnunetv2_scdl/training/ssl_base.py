@@ -13,6 +13,7 @@ oversampling, poly learning rate, checkpoints) and adds what semi-supervised met
 - an optional separate inference network (e.g. an EMA teacher): whatever :meth:`inference_network` returns is what
   online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use.
 """
+import os
 from contextlib import contextmanager
 from time import perf_counter
 from typing import Dict, List, Optional, Tuple, Union
@@ -64,8 +65,10 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     (1 + ratio)·B, so lower the ratio or the plans' batch size if memory is tight.
     """
 
-    hyperparameters = ConfigurableHyperparameters.hyperparameters + ("unlabeled_batch_ratio",)
+    hyperparameters = ConfigurableHyperparameters.hyperparameters + ("unlabeled_batch_ratio", "gradient_clip_norm")
     unlabeled_batch_ratio = 1.0
+    #: gradient-norm clipping threshold of each of gradient_clip_groups() (nnU-Net: 12); <= 0 switches clipping off
+    gradient_clip_norm = 12.0
     #: names of the scalar terms returned by compute_loss, logged per epoch and drawn in progress.png
     logged_terms: Tuple[str, ...] = ("supervised",)
 
@@ -82,6 +85,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         self.global_iteration = 0  # optimiser steps done, across epochs and resumes; ramps are functions of it
         self._previous_step_end = None
         self._split_keys = None
+        self._clip_groups_checked = False
 
     # ---------------------------------------------------------------------------------------------- setup checks
     def reject_unsupported_setups(self) -> None:
@@ -243,17 +247,47 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         # as nnU-Net: autocast on CUDA only (slow on CPU, unsupported on MPS)
         return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
 
+    def gradient_clip_groups(self) -> List[List[nn.Parameter]]:
+        """The parameter groups whose gradient norms are clipped separately, each at ``gradient_clip_norm``.
+
+        One group, the whole network, as nnU-Net does. Trainers that hold several networks in ``self.network`` (two
+        co-training nets, a U-Net and a location head) return one group per network, so that one network's large
+        gradients do not shrink another's step. Every parameter of ``self.network`` must be in exactly one group.
+        """
+        return [list(self.network.parameters())]
+
+    def clip_gradients(self) -> None:
+        """Clip the gradient norm of each of :meth:`gradient_clip_groups` at ``gradient_clip_norm`` (<= 0: none)."""
+        if self.gradient_clip_norm <= 0:
+            return
+        groups = self.gradient_clip_groups()
+        if not self._clip_groups_checked:
+            self._check_clip_groups(groups)
+        for group in groups:
+            torch.nn.utils.clip_grad_norm_(group, self.gradient_clip_norm)
+
+    def _check_clip_groups(self, groups: List[List[nn.Parameter]]) -> None:
+        grouped = [id(p) for group in groups for p in group]
+        network = {id(p) for p in self.network.parameters()}
+        if len(grouped) != len(set(grouped)) or set(grouped) != network:
+            raise RuntimeError(f"{type(self).__name__}.gradient_clip_groups() must put every parameter of "
+                               f"self.network in exactly one group; it lists {len(grouped)} parameters "
+                               f"({len(set(grouped))} distinct, {len(set(grouped) - network)} not in the network) for "
+                               f"a network of {len(network)}.")
+        self._clip_groups_checked = True
+
     def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward pass, gradient clipping at norm 12 and optimiser step, with AMP scaling on CUDA (as nnU-Net)."""
+        """Backward pass, gradient clipping (:meth:`clip_gradients`) and optimiser step, with AMP scaling on CUDA (as
+        nnU-Net: the gradients are unscaled before they are clipped)."""
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.clip_gradients()
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.clip_gradients()
             self.optimizer.step()
 
     def after_optimizer_step(self) -> None:
@@ -334,7 +368,8 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     # ---------------------------------------------------------------------------------------------- checkpoints
     def extra_checkpoint_state(self) -> dict:
         """State beyond nnU-Net's (teacher, second network, running weights, counters). Extend with super()."""
-        state = {"global_iteration": self.global_iteration}
+        state = {"global_iteration": self.global_iteration,
+                 "hyperparameters": {name: value for name, (value, _) in self.resolved_hyperparameters.items()}}
         training_network = unwrap_network(self.network)
         if self.inference_network() is not training_network:
             # network_weights holds the inference network; resuming needs the trained one too
@@ -342,19 +377,39 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         return state
 
     def load_extra_checkpoint_state(self, state: dict) -> None:
+        """Restore the state; hyperparameters are not state: the values resolved now (class attributes and
+        ``SCDL_*`` variables) apply, and those that differ from the checkpoint's are printed to the log."""
         self.global_iteration = state["global_iteration"]
+        self.report_changed_hyperparameters(state["hyperparameters"])
         if "training_network_weights" in state:
             unwrap_network(self.network).load_state_dict(state["training_network_weights"])
 
+    def report_changed_hyperparameters(self, saved: Dict[str, object]) -> None:
+        for name, (value, source) in self.resolved_hyperparameters.items():
+            if name in saved and saved[name] != value:
+                self.print_to_log_file(f"Resuming with {name} = {value!r} ({source}); the checkpoint was trained "
+                                       f"with {saved[name]!r}.")
+
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
+        """nnU-Net's checkpoint plus our state, written to a temporary file in the same folder and then renamed
+        over ``filename`` (``os.replace``): a crash while writing leaves the previous checkpoint as it was."""
         if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)
             return
-        # nnU-Net builds and writes its checkpoint dict in one go; add our state to the file it wrote
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        checkpoint["network_weights"] = self.inference_network().state_dict()
-        checkpoint[CHECKPOINT_KEY] = self.extra_checkpoint_state()
-        torch.save(checkpoint, filename)
+        folder, name = os.path.split(os.path.abspath(filename))
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # same file system: the rename is atomic
+        try:
+            # nnU-Net builds and writes its checkpoint dict in one go; add our state to the file it wrote
+            super().save_checkpoint(temporary)
+            checkpoint = torch.load(temporary, map_location="cpu", weights_only=False)
+            checkpoint["network_weights"] = self.inference_network().state_dict()
+            checkpoint[CHECKPOINT_KEY] = self.extra_checkpoint_state()
+            torch.save(checkpoint, temporary)
+            os.replace(temporary, filename)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         super().load_checkpoint(filename_or_checkpoint)
