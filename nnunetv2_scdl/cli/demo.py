@@ -159,9 +159,12 @@ def check_trainer_names(names: Sequence[str], ext_trainer_path: str) -> None:
     unknown = unknown_trainers(to_check, ext_trainer_path) if to_check else []
     if not unknown:
         return
-    known = sorted({name for folder in ext_trainer_path.split(os.pathsep) if folder and os.path.isdir(folder)
-                    for file in Path(folder).rglob("*.py")
-                    for name in re.findall(r"\bnnUNetTrainer\w*", file.read_text(encoding="utf-8", errors="replace"))})
+    from nnunetv2_scdl.training.registry import ALL_TRAINERS  # only on this error path: the import takes seconds
+
+    known = sorted(set(ALL_TRAINERS) | {
+        name for folder in ext_trainer_path.split(os.pathsep) if folder and os.path.isdir(folder)
+        for file in Path(folder).rglob("*.py")
+        for name in re.findall(r"\bnnUNetTrainer\w*", file.read_text(encoding="utf-8", errors="replace"))})
     lines = []
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=3)

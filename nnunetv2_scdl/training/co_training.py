@@ -18,15 +18,12 @@ Subclasses set the losses in :meth:`build_co_training_losses` (and may update st
 """
 from typing import Callable, Dict, Optional
 
-import numpy as np
 import torch
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
 from nnunetv2_scdl.networks.dual_network import DualNetwork, InitWeights_XavierNormal, RescaleToXavierNormalNorm
 from nnunetv2_scdl.training.ema import unwrap_network
-from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.ssl_base import Logits, full_resolution, nnUNetTrainerSSL, split_batch
 
 #: re-initialisations for ``network_a_init`` / ``network_b_init``, applied to the plan-generated (He-initialised)
@@ -101,18 +98,6 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
         return [list(dual.net_a.parameters()), list(dual.net_b.parameters())]
 
     # ---------------------------------------------------------------------------------------------- losses
-    def deep_supervision_weights(self) -> Optional[np.ndarray]:
-        """nnU-Net's DS weights (``nnUNetTrainer._build_loss``): 1/2^i per scale, the lowest set to 0, normalised."""
-        if not self.enable_deep_supervision:
-            return None
-        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
-        weights[-1] = 0  # DDP (where nnU-Net uses 1e-6 here) is rejected by nnUNetTrainerSSL
-        return weights / weights.sum()
-
-    def wrap_deep_supervision(self, loss: nn.Module) -> nn.Module:
-        weights = self.deep_supervision_weights()
-        return loss if weights is None else DeepSupervisionWrapper(loss, weights)
-
     def build_co_training_losses(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} is the co-training base class; train one of its methods "
                                   f"(e.g. nnUNetTrainerGACPS or nnUNetTrainerDHC) instead.")
@@ -123,8 +108,8 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
 
     # ---------------------------------------------------------------------------------------------- training step
     def rampup(self) -> float:
-        """sigmoid_rampup(t, T) with T = all iterations of the run (both papers ramp over the whole run)."""
-        return sigmoid_rampup(self.global_iteration, self.num_epochs * self.num_iterations_per_epoch)
+        """Both papers ramp the CPS weight over the whole run."""
+        return self.whole_run_rampup()
 
     def forward_student(self, inputs: torch.Tensor):
         """``((outputs_a, outputs_b), aux)``: both nets on the same batch (through ``DualNetwork.forward``)."""

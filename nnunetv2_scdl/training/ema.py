@@ -54,3 +54,40 @@ class EMATeacher:
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state)
+
+
+class EMATeacherMixin:
+    """An EMA teacher for a trainer derived from ``nnUNetTrainerSSL`` (mean teacher, GA-MagicNet); put it before
+    ``nnUNetTrainerSSL`` in the bases.
+
+    The teacher is built from the training network in ``initialize``, updated after every optimiser step and is the
+    inference network: online validation, ``checkpoint['network_weights']`` and ``nnUNetv2_predict`` use it.
+    Hyperparameters (add :data:`TEACHER_HYPERPARAMETERS` to the trainer's): ``ema_decay`` (0.99), the EMA decay
+    α_max, and ``teacher_input_noise`` (0.0), the std of Gaussian noise, clipped to ±2 std, on the teacher's view.
+    """
+
+    ema_decay = 0.99
+    teacher_input_noise = 0.0
+    teacher = None
+
+    def initialize(self):
+        super().initialize()
+        self.teacher = EMATeacher(self.network, self.ema_decay)
+
+    def inference_network(self):
+        return self.teacher.module
+
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
+        self.teacher.update(self.network, self.global_iteration)
+
+    def teacher_view(self, teacher_data: torch.Tensor) -> torch.Tensor:
+        """The teacher's input: the clean view, plus clipped Gaussian noise when ``teacher_input_noise`` > 0."""
+        if self.teacher_input_noise <= 0:
+            return teacher_data
+        noise = torch.randn_like(teacher_data) * self.teacher_input_noise
+        return teacher_data + noise.clamp(-2 * self.teacher_input_noise, 2 * self.teacher_input_noise)
+
+
+#: the hyperparameters of :class:`EMATeacherMixin`
+TEACHER_HYPERPARAMETERS = ("ema_decay", "teacher_input_noise")

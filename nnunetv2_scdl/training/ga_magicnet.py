@@ -31,10 +31,8 @@ segmentation forward, so the stock predictor works. User documentation: docs/mag
 """
 from typing import List, Optional, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from torch import nn
 
 from nnunetv2_scdl.losses import GADiceLoss
@@ -43,7 +41,7 @@ from nnunetv2_scdl.networks.magic_cube_network import (MagicCubeNetwork, build_m
 from nnunetv2_scdl.networks.magic_cubes import (location_labels, mix_cubes_across_images, partition_cubes,
                                                 random_cube_permutations, recover_cubes, unmix_cubes_across_images)
 from nnunetv2_scdl.training.co_training import IterationPolyLR, PaperOptimiser
-from nnunetv2_scdl.training.ema import EMATeacher, unwrap_network
+from nnunetv2_scdl.training.ema import TEACHER_HYPERPARAMETERS, EMATeacherMixin, unwrap_network
 from nnunetv2_scdl.training.ga_cps import GASupervisedLoss
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS, SCDLAddon
@@ -64,7 +62,7 @@ def blend_distribution(class_counts: torch.Tensor, temperature: float = 1.0) -> 
     return (distribution / distribution.max()).float()
 
 
-class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
+class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
     """GA-MagicNet; see the module docstring for the loss.
 
     Hyperparameters (class attributes, env ``SCDL_<NAME>``): ``ema_decay`` 0.99, ``teacher_input_noise`` 0.1 (σ; the
@@ -79,11 +77,10 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
     or a per-axis tuple) and ``location_hidden_features`` (4096, MagicNet's FcLayer width).
     """
 
-    hyperparameters = nnUNetTrainerSSL.hyperparameters + (
-        "ema_decay", "teacher_input_noise", "location_weight", "consistency_weight", "consistency_rampup_iterations",
+    hyperparameters = nnUNetTrainerSSL.hyperparameters + TEACHER_HYPERPARAMETERS + (
+        "location_weight", "consistency_weight", "consistency_rampup_iterations",
         "consistency_rampup_step", "ga_k", "ga_gamma", "blend_start_iteration", "blend_update_every",
         "blend_temperature", "faithful")
-    ema_decay = 0.99
     teacher_input_noise = 0.1
     location_weight = 0.1
     consistency_weight = 0.1
@@ -113,7 +110,6 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
             raise ValueError(f"blend_update_every must be >= 1, got {self.blend_update_every}")
         if self.blend_temperature <= 0:
             raise ValueError(f"blend_temperature must be > 0, got {self.blend_temperature}")
-        self.teacher = None
         self.cube_grid = cube_grid_from_configuration(self.configuration_manager, self.cube_size)
         num_classes = self.label_manager.num_segmentation_heads
         self.class_counts = torch.zeros(num_classes, dtype=torch.float64)  # pseudo-labels since the last recount
@@ -134,31 +130,16 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
         self.print_to_log_file(f"GA-MagicNet cubes: patch {list(self.cube_grid.patch_size)} → cube "
                                f"{list(self.cube_grid.cube_size)}, grid {list(self.cube_grid.grid)} "
                                f"({self.cube_grid.n_cubes} cubes), faithful={self.faithful}")
-        self.teacher = EMATeacher(self.network, self.ema_decay)
         ignore = self.label_manager.ignore_label
         self.supervised_loss = self.wrap_deep_supervision(GASupervisedLoss(self.ga_k, self.ga_gamma, ignore))
         self.dice_loss = GADiceLoss(softmax=True, ignore_index=ignore)
         self.consistency_loss = GADiceLoss(softmax=True)
-
-    def wrap_deep_supervision(self, loss: nn.Module) -> nn.Module:
-        """nnU-Net's DS weights (1/2^i, lowest scale 0, normalised) around ``loss``."""
-        if not self.enable_deep_supervision:
-            return loss
-        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
-        weights[-1] = 0
-        return DeepSupervisionWrapper(loss, weights / weights.sum())
-
-    def inference_network(self):
-        return self.teacher.module
 
     def gradient_clip_groups(self):
         """The U-Net (with SCDL in the SCDL variant) and the location head are clipped separately: the head's
         4096-wide layers must not shrink the U-Net's step."""
         network = unwrap_network(self.network)
         return [list(network.segmenter.parameters()), list(network.location_head.parameters())]
-
-    def after_optimizer_step(self) -> None:
-        self.teacher.update(self.network, self.global_iteration)
 
     # ---------------------------------------------------------------------------------------------- schedules
     def rampup(self) -> float:
@@ -167,12 +148,6 @@ class nnUNetTrainerGAMagicNet(nnUNetTrainerSSL):
         length = self.consistency_rampup_iterations or self.num_epochs * self.num_iterations_per_epoch
         step = self.consistency_rampup_step
         return sigmoid_rampup(self.global_iteration // step, length / step)
-
-    def teacher_view(self, teacher_data: torch.Tensor) -> torch.Tensor:
-        if self.teacher_input_noise <= 0:
-            return teacher_data
-        noise = torch.randn_like(teacher_data) * self.teacher_input_noise
-        return teacher_data + noise.clamp(-2 * self.teacher_input_noise, 2 * self.teacher_input_noise)
 
     def update_class_distribution(self, pseudo_label: torch.Tensor) -> None:
         """Count this step's pseudo-labels (the ones the consistency loss uses); every ``blend_update_every`` steps

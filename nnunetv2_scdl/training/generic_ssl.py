@@ -29,13 +29,10 @@ D_θ's full-resolution head; :class:`~nnunetv2_scdl.networks.generic_ssl_scdl_ne
 on cat(x_l, x_u) so SCDL gets labeled tokens; L_u still uses the unlabeled half only, and L gains SCDLAddon's weighted
 terms.
 """
-from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import nn
 
@@ -45,7 +42,6 @@ from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet, build_generic_
 from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS, SCDLAddon
-from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL
 
 __all__ = ["gaussian_smooth", "nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"]
@@ -136,28 +132,18 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
         unwrap_network(self.network).set_deep_supervision(enabled)
 
     # ---------------------------------------------------------------------------------------------- losses
-    def _deep_supervision_weights(self) -> Optional[np.ndarray]:
-        if not self.enable_deep_supervision:
-            return None
-        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
-        weights[-1] = 0  # DDP is rejected by nnUNetTrainerSSL
-        return weights / weights.sum()
-
     def initialize(self):
         super().initialize()
-        weights = self._deep_supervision_weights()
-        ignore = self.label_manager.ignore_label
-        self.difficulty_dice_ce = WeightedDiceCELoss(ignore_index=ignore)
-        self.difficulty_loss = self.difficulty_dice_ce if weights is None else \
-            DeepSupervisionWrapper(self.difficulty_dice_ce, weights)
+        self.difficulty_dice_ce = WeightedDiceCELoss(ignore_index=self.label_manager.ignore_label)
+        self.difficulty_loss = self.wrap_deep_supervision(self.difficulty_dice_ce)
         # pseudo-labels carry no ignore label; same Dice+CE as nnU-Net's supervised loss, full resolution only
         self.unlabeled_loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5,
                                               "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
                                              ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
 
     def rampup(self) -> float:
-        """sigmoid_rampup(t, T), T = all iterations of the run (GenericSSL ramps over max_epoch)."""
-        return sigmoid_rampup(self.global_iteration, self.num_epochs * self.num_iterations_per_epoch)
+        """GenericSSL ramps μ over the whole run (its max_epoch)."""
+        return self.whole_run_rampup()
 
     # ---------------------------------------------------------------------------------------------- step
     def _diffusion_labels(self, labels: torch.Tensor) -> torch.Tensor:

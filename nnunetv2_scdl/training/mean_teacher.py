@@ -13,33 +13,29 @@ student, and it is what the pseudo-labels came from. The student's weights are k
 import torch
 
 from nnunetv2_scdl.losses.consistency import confident_pseudo_label_loss, softmax_mse_loss
-from nnunetv2_scdl.training.ema import EMATeacher
+from nnunetv2_scdl.training.ema import TEACHER_HYPERPARAMETERS, EMATeacherMixin
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL, split_batch
 
 
-class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
+class nnUNetTrainerMeanTeacher(EMATeacherMixin, nnUNetTrainerSSL):
     """Loss = nnU-Net's Dice+CE on labeled patches + w(t)·consistency on unlabeled patches (full resolution).
 
     Hyperparameters (class attributes, env ``SCDL_<NAME>``):
 
-    - ``ema_decay`` (0.99): teacher EMA decay α_max.
+    - ``ema_decay`` (0.99) and ``teacher_input_noise`` (0.0): the EMA teacher (``EMATeacherMixin``).
     - ``consistency`` ("pseudo_label"): "pseudo_label" = CE against the teacher's argmax where its confidence is at
       least ``confidence_threshold`` (0.8); "soft" = MSE between softmax outputs.
     - ``consistency_weight`` (1.0) and ``consistency_rampup_fraction`` (0.2): w(t) = weight·sigmoid_rampup(t, T)
       with T = fraction × total iterations, so the teacher is trusted only once it has learned something.
-    - ``teacher_input_noise`` (0.0): std of Gaussian noise, clipped to ±2 std, added to the teacher's view.
     """
 
-    hyperparameters = nnUNetTrainerSSL.hyperparameters + (
-        "ema_decay", "consistency", "confidence_threshold", "consistency_weight", "consistency_rampup_fraction",
-        "teacher_input_noise")
-    ema_decay = 0.99
+    hyperparameters = nnUNetTrainerSSL.hyperparameters + TEACHER_HYPERPARAMETERS + (
+        "consistency", "confidence_threshold", "consistency_weight", "consistency_rampup_fraction")
     consistency = "pseudo_label"
     confidence_threshold = 0.8
     consistency_weight = 1.0
     consistency_rampup_fraction = 0.2
-    teacher_input_noise = 0.0
     logged_terms = ("supervised", "consistency", "consistency_weight", "pseudo_label_coverage")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -47,28 +43,11 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerSSL):
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.consistency not in ("pseudo_label", "soft"):
             raise ValueError(f"consistency must be 'pseudo_label' or 'soft', got {self.consistency!r}")
-        self.teacher = None
-
-    def initialize(self):
-        super().initialize()
-        self.teacher = EMATeacher(self.network, self.ema_decay)
-
-    def inference_network(self):
-        return self.teacher.module
-
-    def after_optimizer_step(self) -> None:
-        self.teacher.update(self.network, self.global_iteration)
 
     def rampup(self) -> float:
         """sigmoid_rampup(t, T) in [0, 1], T = consistency_rampup_fraction × all iterations of the run."""
         total_iterations = self.num_epochs * self.num_iterations_per_epoch
         return sigmoid_rampup(self.global_iteration, self.consistency_rampup_fraction * total_iterations)
-
-    def teacher_view(self, teacher_data: torch.Tensor) -> torch.Tensor:
-        if self.teacher_input_noise <= 0:
-            return teacher_data
-        noise = torch.randn_like(teacher_data) * self.teacher_input_noise
-        return teacher_data + noise.clamp(-2 * self.teacher_input_noise, 2 * self.teacher_input_noise)
 
     def compute_loss(self, data, target, unlabeled):
         n_labeled = data.shape[0]

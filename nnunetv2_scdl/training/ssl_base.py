@@ -24,6 +24,7 @@ from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
@@ -37,6 +38,7 @@ from nnunetv2_scdl.scdl.module import no_weight_decay_parameters
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters
 from nnunetv2_scdl.training.progress_logging import SSLLocalLogger
+from nnunetv2_scdl.training.schedules import sigmoid_rampup
 
 CHECKPOINT_KEY = "nnunetv2_scdl"
 Logits = Union[torch.Tensor, List[torch.Tensor]]
@@ -217,6 +219,26 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     def rampup(self) -> float:
         """The method's ramp-up factor in [0, 1] for terms that trust the model's own predictions (1 = no ramp)."""
         return 1.0
+
+    def whole_run_rampup(self) -> float:
+        """sigmoid_rampup(t, T) with t = ``global_iteration`` and T = all iterations of the run: the ramp of the
+        co-training papers and GenericSSL, whose ramps span the whole run."""
+        return sigmoid_rampup(self.global_iteration, self.num_epochs * self.num_iterations_per_epoch)
+
+    def deep_supervision_weights(self) -> Optional[np.ndarray]:
+        """nnU-Net's DS weights (``nnUNetTrainer._build_loss``): 1/2^i per scale, the lowest set to 0, normalised;
+        None without deep supervision."""
+        if not self.enable_deep_supervision:
+            return None
+        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
+        weights[-1] = 0  # DDP (where nnU-Net uses 1e-6 here) is rejected by nnUNetTrainerSSL
+        return weights / weights.sum()
+
+    def wrap_deep_supervision(self, loss: nn.Module) -> nn.Module:
+        """``loss`` under nnU-Net's ``DeepSupervisionWrapper`` with :meth:`deep_supervision_weights` (itself when DS
+        is off)."""
+        weights = self.deep_supervision_weights()
+        return loss if weights is None else DeepSupervisionWrapper(loss, weights)
 
     def forward_student(self, inputs: torch.Tensor) -> Tuple[Logits, object]:
         """The training network's forward on a batch: ``(outputs, aux)``. ``aux`` is whatever
