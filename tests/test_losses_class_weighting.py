@@ -1,4 +1,4 @@
-"""DistDW / DiffDW (DHC, method_spec §4): hand-computed weights, updates and exact checkpoint round-trips."""
+"""DistDW / DiffDW (DHC): hand-computed weights, updates and exact checkpoint round-trips."""
 import io
 import math
 
@@ -199,7 +199,7 @@ def test_settings_are_not_restored_from_a_state_dict():
 
 
 def test_diff_dw_without_max_normalisation_is_generic_ssl_difficulty():
-    # GenericSSL's "Difficulty" weights (spec §5): w = C·diff⊙dw
+    # GenericSSL's "Difficulty" weights: w = C·diff⊙dw
     weights = DiffDW(3, momentum=0.5, normalise_by_max=False)
     assert torch.equal(weights.weights, torch.full((3,), 3.0, dtype=torch.float64))
     weights.update_from_dice(torch.tensor([0.9, 0.5, 0.2]))

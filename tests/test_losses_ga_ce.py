@@ -1,4 +1,4 @@
-"""GACELoss: top-k selection and γ normalisation against hand computations (method_spec §2.2)."""
+"""GACELoss: top-k selection and γ normalisation against hand computations."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""GADiceLoss against hand computations (method_spec §2.1)."""
+"""GADiceLoss against hand computations."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Class-weighted CE + class-weighted soft Dice (DHC, method_spec §4) against a manual computation."""
+"""Class-weighted CE + class-weighted soft Dice (DHC) against a manual computation."""
 import math
 
 import pytest

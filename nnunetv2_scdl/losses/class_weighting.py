@@ -1,6 +1,6 @@
 """DHC's dynamic class weights (MICCAI'23): distribution-aware DistDW and difficulty-aware DiffDW.
 
-Spec: docs/method_spec.md §4. Both produce a weight vector w ∈ R^C (background included) for the class-weighted CE +
+DHC (MICCAI'23). Both produce a weight vector w ∈ R^C (background included) for the class-weighted CE +
 soft Dice of ``weighted_dice_ce.py``. Both are small stateful objects that a trainer updates once per iteration and
 saves in its checkpoint through ``state_dict()`` / ``load_state_dict()``, so that a resumed run continues with
 exactly the same weights.
@@ -183,7 +183,7 @@ class DiffDW:
         momentum: m of the learn/unlearn/dw EMAs (the reference's 49/50 for all three).
         exponent: the 1/5 of diff_c.
         epsilon: the 1e-8 in diff_c, in the hard Dice's smoothing (``update_from_labels``) and the initial d_prev.
-        normalise_by_max: divide by max_c(diff_c·dw_c) (DHC). GenericSSL's "Difficulty" weights skip it (spec §5).
+        normalise_by_max: divide by max_c(diff_c·dw_c) (DHC). GenericSSL's "Difficulty" weights skip it.
             A setting, not state: ``state_dict`` does not carry it.
     """
 

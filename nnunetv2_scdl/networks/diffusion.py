@@ -1,4 +1,4 @@
-"""Label diffusion for GenericSSL (method_spec §5, §7.4): schedule, forward noising, DDIM sampler, time embedding.
+"""Label diffusion for GenericSSL (docs/generic_ssl.md): schedule, forward noising, DDIM sampler, time embedding.
 
 Symbols: T = 1000 steps, β_t linear in [1e-4, 0.02], α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s (t is 0-based: ᾱ_0 = α_0).
 The diffused variable is the label map x₀ = 2·onehot(y) − 1 ∈ {−1, 1}^{C×spatial}; the denoiser D_ξ predicts x₀ logits
@@ -246,7 +246,7 @@ def sinusoidal_time_embedding(t: torch.Tensor, dim: int, max_period: float = 100
 
 
 class TimeEmbedding(nn.Module):
-    """τ(t) = Linear(H → H)(SiLU(Linear(D → H)(sinusoid_D(t)))); D = 128, H = 512 (spec §7.4).
+    """τ(t) = Linear(H → H)(SiLU(Linear(D → H)(sinusoid_D(t)))); D = 128, H = 512.
 
     Input: t [B] (LongTensor). Output: [B, H]. Per-stage projections to channel counts live in the networks using it.
     """

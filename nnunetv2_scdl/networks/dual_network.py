@@ -1,6 +1,6 @@
 """Two plan-generated U-Nets in one module, for co-training baselines (GA-CPS, DHC).
 
-Spec: docs/method_spec.md §2.3, §4 and §7.4. ``DualNetwork`` holds networks A and B, built by the same builder
+Co-training (docs/co_training.md). ``DualNetwork`` holds networks A and B, built by the same builder
 (typically nnU-Net's ``get_network_from_plans``, which applies the He init). B can be re-initialised differently
 (GA-CPS: Xavier-normal; DHC: keep both He). It is what the co-training trainers return from
 ``build_network_architecture``, so the checkpoint's ``network_weights`` holds both nets (keys ``net_a.*`` and

@@ -11,7 +11,7 @@ Conventions (used by every function here)
   lets the same grid act on the input patch, the full-resolution embedding and lower-resolution deep-supervision
   outputs.
 - **Cube list order** (the order of ``partition_cubes``' output): cube position i = (i_0, ..., i_{n-1}) has list index
-  k = ravel_C(i) = i_0·n_1·…·n_{n-1} + … + i_{n-1}, i.e. axis 0 outermost and the last axis innermost. For the spec's
+  k = ravel_C(i) = i_0·n_1·…·n_{n-1} + … + i_{n-1}, i.e. axis 0 outermost and the last axis innermost. For MagicNet's
   3×3×3 grid this is k = 9x + 3y + z, the "x-outer/z-inner" list of the released code.
 - Partitioned batches are image-major: row b·K + k holds cube k of image b (K = n_cubes), so ``cubes.view(B, K, ...)``
   gives one group of K cubes per image (MagicNet runs "each image's 27 cubes as a batch of 27").

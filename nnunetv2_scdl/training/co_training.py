@@ -1,6 +1,6 @@
 """``nnUNetTrainerCoTraining``: the shared base of the two-network co-training trainers (GA-CPS, DHC).
 
-Spec: docs/method_spec.md §2.3, §4, §7.2 and §7.4; user documentation: docs/co_training.md.
+User documentation: docs/co_training.md.
 
 - Network: a :class:`~nnunetv2_scdl.networks.dual_network.DualNetwork` of two U-Nets, each generated from the plans
   by nnU-Net's ``get_network_from_plans`` (He init), built in the classmethod ``build_network_architecture`` (so

@@ -1,4 +1,4 @@
-"""DHC (MICCAI'23) on nnU-Net: heterogeneous co-training with dynamic class weights. Spec §4, §7.4.
+"""DHC (MICCAI'23) on nnU-Net: heterogeneous co-training with dynamic class weights. See docs/co_training.md.
 
 Net A is weighted by DiffDW (difficulty-aware) weights w_A, net B by DistDW (distribution-aware) weights w_B:
 

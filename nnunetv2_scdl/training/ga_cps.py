@@ -1,4 +1,4 @@
-"""GA-CPS (GALoss, ECCV'24) on nnU-Net: cross pseudo supervision with gradient-aware losses. Spec §2.3, §7.4.
+"""GA-CPS (GALoss, ECCV'24) on nnU-Net: cross pseudo supervision with gradient-aware losses. See docs/co_training.md.
 
 L = Σ_{N∈{A,B}} DS[GACE_{k_sup,γ}(N(x_l), y) + GADice(N(x_l), y)]
     + w_cps(t)·[GACE_{k_cps,γ}(A(x), argmax B(x)) + GACE_{k_cps,γ}(B(x), argmax A(x))]

@@ -1,4 +1,4 @@
-"""GA-MagicNet (MagicNet, CVPR'23, with GALoss' gradient-aware losses) on nnU-Net v2. Spec §3, §3.3 and §7.4.
+"""GA-MagicNet (MagicNet, CVPR'23, with GALoss' gradient-aware losses) on nnU-Net v2. See docs/magicnet.md.
 
 Per step, with x = cat(x_l, x_u) (B_l labeled + B_u unlabeled patches), K magic cubes per patch (``CubeGrid``) and
 the student S = plan U-Net (or ``SCDLUNet``) + a location head on each cube's bottleneck:
@@ -20,7 +20,7 @@ the student S = plan U-Net (or ``SCDLUNet``) + a location head on each cube's bo
        + location_weight·L_loc + w_c(t)·GADice(unmix_u, ŷ)  [+ SCDL terms],
    w_c(t) = consistency_weight·sigmoid_rampup(t, T), T = ``consistency_rampup_iterations`` or the whole run.
 
-``faithful`` (default False) switches to the released code's behaviour (spec §3.3): the within-image recovery reads
+``faithful`` (default False) switches to the released code's behaviour: the within-image recovery reads
 the cube list in the transposed order (``recover_cubes(faithful=True)``), and the blend uses the **student's**
 cube-wise logits of the first B_u images of the batch (the labeled ones) instead of the teacher's cube-wise
 prediction of the unlabeled images. Corrected mode uses the exact inverse and the teacher on the unlabeled cubes.
@@ -261,7 +261,7 @@ class nnUNetTrainerSCDL_GAMagicNet(SCDLAddon, nnUNetTrainerGAMagicNet):
 # Paper option
 # ---------------------------------------------------------------------------------------------------------------------
 class GAMagicNetPaperSchedule(PaperOptimiser):
-    """GALoss' MagicNet optimisation (spec §3.2): SGD lr 0.01, momentum 0.9, wd 1e-4, poly 0.9 per iteration,
+    """GALoss' MagicNet optimisation: SGD lr 0.01, momentum 0.9, wd 1e-4, poly 0.9 per iteration,
     17 000 iterations (68 epochs × 250), with the two constants the released code kept from MagicNet's 70 000-iteration
     run: the poly horizon (lr ends at ≈0.78× base) and the consistency ramp sigmoid_rampup(⌊t/350⌋, 200), so w_c never
     exceeds ≈0.0056. Combine with ``faithful = True`` for the released within-image recovery and blend as well."""

@@ -1,4 +1,4 @@
-"""GenericSSL (NeurIPS'23, "aggregating & decoupling") on nnU-Net. Spec: method_spec.md §5, §7.4; docs/generic_ssl.md.
+"""GenericSSL (NeurIPS'23, "aggregating & decoupling") on nnU-Net. See docs/generic_ssl.md.
 
 Network: :class:`~nnunetv2_scdl.networks.generic_ssl_net.GenericSSLNet` built from the plans' ``PlainConvUNet``
 arguments in the classmethod ``build_network_architecture`` (the predictor calls it too). ``forward(x)`` is the D_θ
@@ -107,7 +107,7 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
         if self.ddim_steps < 1:
             raise ValueError(f"ddim_steps must be >= 1, got {self.ddim_steps}.")
         self.num_classes = self.label_manager.num_segmentation_heads
-        # GenericSSL's "Difficulty" weights: DHC's DiffDW without the max normalisation (spec §5)
+        # GenericSSL's "Difficulty" weights: DHC's DiffDW without the max normalisation
         self.difficulty = DiffDW(self.num_classes, momentum=self.difficulty_momentum, normalise_by_max=False)
         self.schedule = DiffusionSchedule()
         self.difficulty_loss = None
