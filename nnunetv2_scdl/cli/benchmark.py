@@ -189,8 +189,6 @@ def load_or_create_state(paths: BenchmarkPaths, settings: dict, command: str) ->
     if not state_file.is_file():
         return {"settings": settings, "commands": [command], "trainers": {}}
     state = json.loads(state_file.read_text())
-    if "command" in state:  # written before the runner kept every command
-        state["commands"] = [state.pop("command")]
     different = [k for k in _RESUME_KEYS if state["settings"].get(k) != settings.get(k)]
     if different:
         raise StepError(f"{paths.output} holds a benchmark with other settings ({', '.join(different)}); "
@@ -585,12 +583,6 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                     entry["training"] = training_summary(fold / "checkpoint_final.pth")
                 entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
                 save_state(paths, state)
-            elif "pseudo_dice" not in entry["training"] and trainer not in SELF_TRAINING_ROWS:  # trained before the runner kept the learning curve
-                checkpoint = fold_folder(paths, dataset.name, trainer, args.plans, args.configuration) / \
-                    "checkpoint_final.pth"
-                if checkpoint.is_file():
-                    entry["training"]["pseudo_dice"] = training_summary(checkpoint)["pseudo_dice"]
-                    save_state(paths, state)
             steps.update()
             steps.set_description(f"{trainer}: predict")
             if not entry.get("predicted"):
