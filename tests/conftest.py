@@ -228,6 +228,21 @@ def make_trainer(dataset: PlannedPhantom, trainer_class, dataset_json: Optional[
     return trainer_class(plans, dataset.configuration, fold, dataset_json, torch.device("cpu"))
 
 
+def tree_digest(*folders) -> str:
+    """Hash of every path, link target and file content under ``folders`` (to prove that nothing was changed)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            digest.update(str(path).encode())
+            if path.is_symlink():
+                digest.update(os.readlink(path).encode())
+            elif path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def started_trainer(dataset: PlannedPhantom, trainer_class):
     """An initialised trainer with its data loaders, at the start of an epoch: ready for ``train_step``."""
     trainer = make_trainer(dataset, trainer_class)

@@ -1,13 +1,12 @@
 """``nnUNetv2_scdl_benchmark`` end to end on the phantom: train, predict, evaluate, report; resume; refuse changes;
 the self-training rows (their own nnU-Net folders, the reference as teacher, every model's steps counted)."""
-import hashlib
 import json
 import math
 import os
 
 import numpy as np
 import pytest
-from conftest import load_checkpoint
+from conftest import load_checkpoint, tree_digest
 
 from nnunetv2_scdl.cli.benchmark import STATE_FILE
 
@@ -47,17 +46,6 @@ def interrupt_after_first_epoch(fold):
         os.remove(fold / name)
 
 
-def tree_digest(*folders):
-    """Hash of every path, link target and file content under ``folders``."""
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            digest.update(str(path).encode())
-            if path.is_symlink():
-                digest.update(os.readlink(path).encode())
-            elif path.is_file():
-                digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.mark.slow

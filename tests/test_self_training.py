@@ -2,7 +2,6 @@
 input refused before anything is trained or written, and one round end to end through nnU-Net's real commands on the
 phantom (benchmark mode with the unlabeled cases' labels destroyed, plus imagesUnlabeled), resumed, and with an
 interrupted prediction."""
-import hashlib
 import json
 import os
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import copy_planned_dataset, run_console_command
+from conftest import copy_planned_dataset, run_console_command, tree_digest
 
 from nnunetv2_scdl.cli import self_train as self_train_cli
 from nnunetv2_scdl.data.derived_dataset import (PSEUDO_LABELED_KEY, STATE_FILENAME, carried_labeled_cases,
@@ -138,32 +137,21 @@ def test_write_derived_raw_dataset_links_images_and_labels_and_copies_pseudo_lab
 # ----------------------------------------------------------------------------------------------------------------------
 # bad input: refused before anything is trained or written
 # ----------------------------------------------------------------------------------------------------------------------
-def _tree_digest(*folders: Path) -> str:
-    """Hash of every path, link target and file content under ``folders``."""
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            digest.update(str(path).encode())
-            if path.is_symlink():
-                digest.update(os.readlink(path).encode())
-            elif path.is_file():
-                digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _refused(dataset, capsys, *extra, derived_id=DERIVED_ID - 10) -> str:
     """Run the command in-process; it must fail with exit code 1 and write nothing. Returns its error message."""
-    before = _tree_digest(dataset.raw_folder, dataset.preprocessed_folder)
-    results_before = _tree_digest(dataset.results_folder) if dataset.results_folder.exists() else None
+    before = tree_digest(dataset.raw_folder, dataset.preprocessed_folder)
+    results_before = tree_digest(dataset.results_folder) if dataset.results_folder.exists() else None
     code = self_train_cli.main(["-d", str(dataset.dataset_id), "-c", dataset.configuration, "-f", "0", "-p", PLANS,
                                 "--derived-id", str(derived_id), "-device", "cpu", *map(str, extra)])
     error = capsys.readouterr().err
     assert code == 1, error
-    assert _tree_digest(dataset.raw_folder, dataset.preprocessed_folder) == before
+    assert tree_digest(dataset.raw_folder, dataset.preprocessed_folder) == before
     if results_before is None:
         assert not dataset.results_folder.exists(), "a teacher was trained or a folder written"
     else:
-        assert _tree_digest(dataset.results_folder) == results_before
+        assert tree_digest(dataset.results_folder) == results_before
     return error
 
 
@@ -267,7 +255,7 @@ def self_trained(planned_phantom, tmp_path_factory):
             (dataset.raw_folder / "labelsTr" / f"{case}.nii.gz").write_bytes(b"not a label file")
             (dataset.preprocessed_folder / "gt_segmentations" / f"{case}.nii.gz").write_bytes(b"not a label file")
             (dataset.labeled_data_folder / f"{case}_seg.b2nd").unlink()
-        source_digest = _tree_digest(dataset.raw_folder, dataset.preprocessed_folder)
+        source_digest = tree_digest(dataset.raw_folder, dataset.preprocessed_folder)
         arguments = ["-d", dataset.dataset_id, "-c", dataset.configuration, "-f", 0, "-p", PLANS,
                      "--derived-id", DERIVED_ID, *BUDGET, "--finetune", "--finetune-epochs", 1,
                      "--min-confidence", 0, "--no-final-validation", "-device", "cpu", "--disable-tta", "-np", 1]
@@ -283,7 +271,7 @@ def self_trained(planned_phantom, tmp_path_factory):
 @pytest.mark.slow
 def test_one_round_end_to_end_never_reads_unlabeled_labels(self_trained, nnunet_folders, run_console, tmp_path):
     dataset, split, derived_name, _, first, source_digest = self_trained
-    assert _tree_digest(dataset.raw_folder, dataset.preprocessed_folder) == source_digest, "the source changed"
+    assert tree_digest(dataset.raw_folder, dataset.preprocessed_folder) == source_digest, "the source changed"
     unlabeled = sorted(split["unlabeled"] + dataset.unlabeled)
     raw = nnunet_folders.raw / derived_name
     state = json.loads((raw / STATE_FILENAME).read_text())
@@ -360,7 +348,7 @@ def test_second_run_skips_every_finished_stage(self_trained, nnunet_folders, run
     assert "scored already" in second.stdout
     assert "training the" not in second.stdout and "predicting" not in second.stdout
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
-    assert _tree_digest(dataset.raw_folder, dataset.preprocessed_folder) == source_digest
+    assert tree_digest(dataset.raw_folder, dataset.preprocessed_folder) == source_digest
 
 
 @pytest.mark.slow
