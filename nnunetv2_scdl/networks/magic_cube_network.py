@@ -5,7 +5,7 @@ plain segmentation network; the pieces GA-MagicNet's training step needs are sep
 ``nnunetv2_scdl.training.ga_magicnet``; user documentation: docs/magicnet.md.
 """
 from contextlib import contextmanager
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -133,9 +133,10 @@ def cube_grid_from_configuration(configuration_manager, cube_size: Optional[Unio
 
 def build_magic_cube_network(configuration_manager, num_input_channels: int, num_output_channels: int,
                              enable_deep_supervision: bool = True, cube_size=None,
-                             location_hidden_features: int = 4096, scdl_options: Optional[dict] = None
+                             location_hidden_features: int = 4096,
+                             wrap_segmenter: Optional[Callable[[nn.Module], nn.Module]] = None
                              ) -> MagicCubeNetwork:
-    """The plans' U-Net (wrapped in ``SCDLUNet(**scdl_options)`` when given) plus a location head sized for the
+    """The plans' U-Net (passed through ``wrap_segmenter`` when given, e.g. to wrap it in ``SCDLUNet``) plus a location head sized for the
     plan's cube grid. Deterministic given its arguments, so the predictor rebuilds exactly the trained module."""
     grid = cube_grid_from_configuration(configuration_manager, cube_size)  # fail before building anything
     segmenter = get_network_from_plans(configuration_manager.network_arch_class_name,
@@ -143,6 +144,6 @@ def build_magic_cube_network(configuration_manager, num_input_channels: int, num
                                        configuration_manager.network_arch_init_kwargs_req_import,
                                        num_input_channels, num_output_channels, allow_init=True,
                                        deep_supervision=enable_deep_supervision)
-    if scdl_options is not None:
-        segmenter = SCDLUNet(segmenter, num_output_channels, configuration_manager.patch_size, **scdl_options)
+    if wrap_segmenter is not None:
+        segmenter = wrap_segmenter(segmenter)
     return MagicCubeNetwork(segmenter, grid, location_hidden_features)

@@ -121,9 +121,10 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
                                    num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
         # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
-        return build_magic_cube_network(configuration_manager, num_input_channels, num_output_channels,
-                                        enable_deep_supervision, cls.cube_size, cls.location_hidden_features,
-                                        cls.scdl_network_options())
+        return build_magic_cube_network(
+            configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision, cls.cube_size,
+            cls.location_hidden_features,
+            lambda segmenter: cls.attach_scdl(segmenter, configuration_manager, num_output_channels))
 
     def initialize(self):
         super().initialize()

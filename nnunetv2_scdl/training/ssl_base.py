@@ -106,7 +106,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     @classmethod
     def scdl_network_options(cls) -> Optional[dict]:
         """Keyword arguments of ``SCDLUNet`` for the network(s) that carry SCDL; None (here): no SCDL.
-        ``SCDLAddon`` returns its variant's options; every host builds its network(s) through :meth:`attach_scdl`."""
+        ``SCDLAddon`` returns its variant's options; the hosts wrap their U-Nets through :meth:`attach_scdl`."""
         return None
 
     @classmethod
