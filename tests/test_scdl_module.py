@@ -71,8 +71,14 @@ def test_variants_select_their_assignment_and_initialisation():
         ("classes", "token", 0.0, 0.1)
     torch.testing.assert_close(paper.class_proxies.sigma, torch.full((3, 8), PAPER_INITIAL_SIGMA))
     assert released.class_proxies.sigma.mean().item() == pytest.approx(math.log(2), abs=0.05)  # softplus(≈0)
+    # the projection MLP: D_x → H → H → D with H = D (paper) or 2·D (released)
+    assert [layer.weight.shape for layer in paper.projection.layers if hasattr(layer, "weight")] == \
+        [(8, 6), (8, 8), (8, 8)]
+    assert [layer.weight.shape for layer in released.projection.layers if hasattr(layer, "weight")] == \
+        [(16, 6), (16, 16), (8, 16)]
     # a single detail can still be overridden
     assert small_scdl(variant="released", p2e_softmax="tokens").p2e_softmax == "tokens"
+    assert small_scdl(projection_hidden_dim=5).projection.layers[0].weight.shape == (5, 6)
 
 
 def test_proxy_samples_correlate_with_their_own_mean_at_initialisation():

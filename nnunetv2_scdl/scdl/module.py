@@ -81,6 +81,7 @@ class SCDL(nn.Module):
         e2p_weight: weight of L_E2P inside CDBA; None = the variant's (paper 1, released 0).
         dist_weight: weight of L_dist inside CDBA; None = the variant's (paper 0, released 0.1).
         initial_sigma: σ_c at initialisation (≤ 0: released Xavier-uniform ρ); None = the variant's.
+        projection_hidden_dim: hidden width of the projection MLP; None = the variant's (paper D, released 2·D).
         dropout: MLP dropout = 0.2.
         sigma_emb_init: initial σ_emb = 0.05 of the token-sampled prior.
         projection_in_autocast: run the projection MLP under the caller's autocast (fp16/bf16 matmuls) instead of
@@ -94,7 +95,8 @@ class SCDL(nn.Module):
                  num_prior_samples: Optional[int] = None, num_embedding_samples: int = 2, tau_e2p: float = 0.2,
                  tau_p2e: float = 0.2, variant: str = "paper", p2e_softmax: Optional[str] = None,
                  e2p_weight: Optional[float] = None, dist_weight: Optional[float] = None,
-                 initial_sigma: Optional[float] = None, dropout: float = 0.2, sigma_emb_init: float = 0.05,
+                 initial_sigma: Optional[float] = None, projection_hidden_dim: Optional[int] = None,
+                 dropout: float = 0.2, sigma_emb_init: float = 0.05,
                  projection_in_autocast: bool = False, prior_channels: Sequence[int] = (), eval_noise_seed: int = 0):
         super().__init__()
         if num_samples < 1 or num_embedding_samples < 0:
@@ -125,7 +127,9 @@ class SCDL(nn.Module):
         self.dist_weight = float(settings.dist_weight if dist_weight is None else dist_weight)
         self.p2e_softmax = p2e_softmax
 
-        self.projection = ProjectionMLP(in_channels, embed_dim, dropout=dropout)
+        if projection_hidden_dim is None:
+            projection_hidden_dim = settings.projection_hidden_factor * embed_dim
+        self.projection = ProjectionMLP(in_channels, embed_dim, hidden_dim=projection_hidden_dim, dropout=dropout)
         self.class_proxies = ClassProxies(num_classes, embed_dim, eval_samples=num_samples,
                                           eval_noise_seed=eval_noise_seed,
                                           initial_sigma=settings.initial_sigma if initial_sigma is None

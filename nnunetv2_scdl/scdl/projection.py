@@ -9,7 +9,7 @@ __all__ = ["ProjectionMLP"]
 
 
 class ProjectionMLP(nn.Module):
-    """Per-token MLP ``Linear(D_x→2D) → ReLU → Dropout → Linear(2D→2D) → ReLU → Dropout → Linear(2D→D)``.
+    """Per-token MLP ``Linear(D_x→H) → ReLU → Dropout → Linear(H→H) → ReLU → Dropout → Linear(H→D)``.
 
     It acts on the last dimension, so any leading shape works: ``[..., D_x] → [..., D]``. Dropout is active in train
     mode only, so z is stochastic during training and deterministic in eval mode (as in the released code).
@@ -17,17 +17,18 @@ class ProjectionMLP(nn.Module):
     Args:
         in_channels: D_x, the channel count of the token features.
         embed_dim: D, the embedding dimension (256 in the released code).
-        hidden_dim: width of the two hidden layers; ``None`` means 2·D as in the released code.
+        hidden_dim: H, the width of the two hidden layers; ``None`` means 2·D as in the released code.
         dropout: dropout probability after each hidden layer (0.2 in the released code).
     """
 
     def __init__(self, in_channels: int, embed_dim: int = 256, hidden_dim: int = None, dropout: float = 0.2):
         super().__init__()
-        if in_channels < 1 or embed_dim < 1:
-            raise ValueError(f"in_channels and embed_dim must be positive, got {in_channels} and {embed_dim}.")
+        hidden_dim = 2 * embed_dim if hidden_dim is None else hidden_dim
+        if min(in_channels, embed_dim, hidden_dim) < 1:
+            raise ValueError(f"in_channels, embed_dim and hidden_dim must be positive, got {in_channels}, "
+                             f"{embed_dim} and {hidden_dim}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}.")
-        hidden_dim = 2 * embed_dim if hidden_dim is None else hidden_dim
         self.in_channels = in_channels
         self.embed_dim = embed_dim
         self.layers = nn.Sequential(

@@ -1,0 +1,172 @@
+"""What SCDL costs per training step and per inference patch, measured on the real trainers and plans.
+
+For each host X given, builds X and SCDL-X (``nnUNetTrainerSCDL_<X>``) from the dataset's plans exactly as
+``nnUNetv2_train`` does (``initialize()``: network, loss, optimiser), then times, interleaved X / SCDL-X:
+
+- train: one training step as ``train_step`` runs it after the batches are on the device (``compute_loss``, backward,
+  clipping, optimiser step, ``after_optimizer_step``), on a synthetic batch of the plans' patch and batch size;
+- infer: one forward of the inference network in eval mode without autograd, on one patch (what
+  ``nnUNetv2_predict`` runs per sliding-window patch).
+
+Data loading and augmentation are left out: they are the same for X and SCDL-X. Times are process CPU seconds, so
+they hold up on a machine that is busy with other work (use ``--threads 1``). The overhead is the median over rounds
+of SCDL-X / X − 1. The floating-point operations of one step and one patch (``torch.utils.flop_counter``; matrix
+products and convolutions) are counted too: they do not depend on the machine's load. Example::
+
+    python benchmarks/trainer_step_cost.py -d 4 -p nnUNetPlans_cpu --threads 1 --rounds 8 [--hosts nnUNetTrainerGACPS]
+
+Needs ``nnUNet_preprocessed`` with the dataset's plans; nothing is written.
+"""
+import argparse
+import os
+import statistics
+import time
+
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans_cpu")
+    parser.add_argument("-c", "--configuration", default="3d_fullres")
+    parser.add_argument("--hosts", nargs="+", default=None,
+                        help="host trainers X, e.g. nnUNetTrainerGACPS (default: the five hosts with an SCDL variant)")
+    parser.add_argument("--variant", default="", choices=("", "_released"),
+                        help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds (each: X then SCDL-X)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.warmup < 0:
+        parser.error("--rounds must be at least 1 and --warmup non-negative")
+    return args
+
+
+def build_trainer(name: str, dataset: str, plans_name: str, configuration: str):
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import join, load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunetv2_scdl.training.registry import ALL_TRAINERS
+
+    if name not in ALL_TRAINERS:
+        raise SystemExit(f"unknown trainer {name}; known: {', '.join(sorted(ALL_TRAINERS))}")
+    folder = join(nnUNet_preprocessed, maybe_convert_to_dataset_name(dataset))
+    plans = load_json(join(folder, plans_name + ".json"))
+    plans["continue_training"] = False  # nnUNetv2_train's run_training sets it; nnU-Net 2.8's trainer pops it
+    trainer = ALL_TRAINERS[name](plans, configuration, 0, load_json(join(folder, "dataset.json")),
+                                 torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def synthetic_batch(trainer, seed: int):
+    """(data, deep-supervision targets, unlabeled) with the plans' shapes; every class present in the target."""
+    import torch
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(seed)
+    patch = list(trainer.configuration_manager.patch_size)
+    channels = trainer.num_input_channels
+    classes = trainer.label_manager.num_segmentation_heads
+    data = torch.randn(trainer.batch_size, channels, *patch, generator=generator)
+    target = torch.randint(0, classes, (trainer.batch_size, 1, *patch), generator=generator).float()
+    targets = [F.interpolate(target, scale_factor=[float(s) for s in scale], mode="nearest")
+               for scale in trainer._get_deep_supervision_scales()]
+    n = trainer.unlabeled_batch_size
+    unlabeled = {key: torch.randn(n, channels, *patch, generator=generator) for key in ("data", "teacher_data")}
+    return data, targets, unlabeled
+
+
+def train_seconds(trainer, batch) -> float:
+    data, target, unlabeled = batch
+    started = time.process_time()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss, _ = trainer.compute_loss(data, target, unlabeled)
+    trainer.optimizer_step(loss)
+    trainer.global_iteration += 1
+    trainer.after_optimizer_step()
+    return time.process_time() - started
+
+
+def infer_seconds(trainer, batch) -> float:
+    import torch
+
+    data = batch[0][:1]
+    network = trainer.inference_network()
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            started = time.process_time()
+            network(data)
+            return time.process_time() - started
+    finally:
+        network.train(was_training)
+
+
+def step_flops(trainer, batch) -> tuple:
+    """(training step, inference patch) floating-point operations, counted by ``FlopCounterMode``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data, target, unlabeled = batch
+    trainer.optimizer.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as train:
+        loss, _ = trainer.compute_loss(data, target, unlabeled)
+        loss.backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    network = trainer.inference_network()
+    was_training = network.training
+    network.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as infer:
+        network(data[:1])
+    network.train(was_training)
+    return train.get_total_flops(), infer.get_total_flops()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("nnUNet_results", "/tmp/trainer_step_cost_results")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from nnunetv2_scdl.evaluation.benchmark_report import SCDL_PAIRS
+
+    scdl_of = dict(SCDL_PAIRS)
+    hosts = args.hosts or list(scdl_of)
+    unknown = [h for h in hosts if h not in scdl_of]
+    if unknown:
+        raise SystemExit(f"no SCDL variant known for {', '.join(unknown)}; hosts: {', '.join(scdl_of)}")
+    rows = []
+    for host in hosts:
+        names = (host, scdl_of[host] + args.variant)
+        trainers = [build_trainer(name, args.dataset, args.plans, args.configuration) for name in names]
+        times = {(name, kind): [] for name in names for kind in ("train", "infer")}
+        flops = [step_flops(trainer, synthetic_batch(trainer, 0)) for trainer in trainers]
+        for round_ in range(args.warmup + args.rounds):
+            for name, trainer in zip(names, trainers):
+                batch = synthetic_batch(trainer, round_)
+                train, infer = train_seconds(trainer, batch), infer_seconds(trainer, batch)
+                if round_ >= args.warmup:
+                    times[name, "train"].append(train)
+                    times[name, "infer"].append(infer)
+            print(f"{host}: round {round_ + 1}/{args.warmup + args.rounds}", flush=True)
+        row = [host]
+        for kind in ("train", "infer"):
+            host_times, scdl_times = times[names[0], kind], times[names[1], kind]
+            ratio = statistics.median(s / h - 1 for h, s in zip(host_times, scdl_times))
+            index = ("train", "infer").index(kind)
+            row += [f"{1000 * statistics.median(host_times):.0f}", f"{1000 * statistics.median(scdl_times):.0f}",
+                    f"{100 * ratio:+.1f} %", f"{100 * (flops[1][index] / flops[0][index] - 1):+.1f} %"]
+        rows.append(row)
+    header = ["X", "X train ms", "SCDL-X train ms", "train overhead", "train FLOP overhead", "X infer ms",
+              "SCDL-X infer ms", "infer overhead", "infer FLOP overhead"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
