@@ -9,7 +9,7 @@ from conftest import (end_epoch_and_check_logged_terms, fold_folder, load_checkp
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
-from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.networks.scdl_unet import SCDLUNet, concatenate_aux
 from nnunetv2_scdl.training.generic_ssl import gaussian_smooth, nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL
 from nnunetv2_scdl.training.registry import nnUNetTrainerGenericSSL_5epochs, nnUNetTrainerSCDL_GenericSSL_10epochs
 
@@ -58,6 +58,38 @@ def test_network_is_built_from_the_plans_and_predicts_with_d_theta(planned_phant
     rebuilt.load_state_dict(scdl.state_dict())
 
 
+def test_scdl_reads_labeled_tokens_from_d_psi_and_unlabeled_tokens_from_d_theta(planned_phantom):
+    trainer = make_trainer(planned_phantom, nnUNetTrainerSCDL_GenericSSL)
+    torch.manual_seed(0)
+    network = nnUNetTrainerSCDL_GenericSSL.build_network_architecture(trainer.plans_manager,
+                                                                      trainer.configuration_manager, 1, 4, False)
+    assert network._psi_scdl.decoder is network.decoder_psi and network._psi_scdl.scdl is network.scdl
+    assert network._psi_scdl.prior_mode == "none"
+    patch = trainer.configuration_manager.patch_size
+    labeled, unlabeled = torch.randn(2, 1, *patch), torch.randn(2, 1, *patch)
+    target = torch.randint(0, 4, (2, 1, *patch))
+    network.eval()
+    with torch.no_grad():  # D_ψ with SCDL is D_ψ: nothing injected
+        assert torch.equal(network.forward_psi(labeled, return_scdl=True)[0], network.forward_psi(labeled))
+    network.train()
+    _, psi_aux = network.forward_psi(labeled, return_scdl=True)
+    _, theta_aux = network.forward_theta(unlabeled, return_scdl=True)
+    aux = concatenate_aux([psi_aux, theta_aux])
+    assert aux.scdl.log_joint.shape[0] == 4 and aux.scdl.priors is None  # D_ψ's tokens carry no prior
+    terms = network.scdl_loss_terms(aux, target, n_labeled=2)
+
+    def gradient_norms(loss):
+        network.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        return [sum(float(p.grad.abs().sum()) for p in decoder.stages.parameters() if p.grad is not None)
+                for decoder in (network.decoder_psi, network.decoder)]
+
+    psi_labeled, theta_labeled = gradient_norms(terms["cdba_labeled"])
+    assert psi_labeled > 0 and theta_labeled == 0  # ground-truth terms train D_ψ, not D_θ
+    psi_unlabeled, theta_unlabeled = gradient_norms(terms["cdba_unlabeled"])
+    assert theta_unlabeled > 0 and psi_unlabeled == 0
+
+
 def expected_total(trainer, o):
     """The documented formula (docs/generic_ssl.md) from the logged terms of one step."""
     total = o["deno"] + o["diff"] + o["unsup_weight"] * o["unsup"]
@@ -92,7 +124,11 @@ def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(phantom_
         return names
 
     monkeypatch.setattr(network, "aggregate_decoders", spy)
+    theta_batches = []  # decoupling: D_θ trains on unlabeled patches only, with or without SCDL
+    hook = network.decoder.stages[0].register_forward_hook(lambda m, i, o: theta_batches.append(o.shape[0]))
     outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+    hook.remove()
+    assert theta_batches == [trainer.unlabeled_batch_size] * 2
     assert len(calls) == 2 and all(m == 0.99 and exact for m, _, exact in calls)
     names = calls[0][1]
     assert names == [n for n, _ in network.decoder.named_parameters() if not n.startswith("encoder.")]

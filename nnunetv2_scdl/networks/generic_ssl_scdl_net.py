@@ -1,6 +1,7 @@
 """GenericSSL's network with SCDL on the D_θ path: tokens from D_θ's last decoder feature, the prior
-injected at D_θ's full-resolution head. Trainer: ``nnUNetTrainerSCDL_GenericSSL``; user documentation:
-docs/generic_ssl.md.
+injected at D_θ's full-resolution head. The same SCDL also reads D_ψ's last decoder feature (losses only), so that
+labeled tokens come from the decoder that learns from labels. Trainer: ``nnUNetTrainerSCDL_GenericSSL``; user
+documentation: docs/generic_ssl.md.
 """
 import torch
 from torch import nn
@@ -27,8 +28,9 @@ class _ImageEncoder(nn.Module):
         return self.encoder.compute_conv_feature_map_size(input_size)
 
 
-class _ThetaPath(nn.Module):
-    """What ``SCDLUNet`` wraps: ``.encoder`` = the image encoder, ``.decoder`` = D_θ (the very same modules)."""
+class _DecoderPath(nn.Module):
+    """What ``SCDLUNet`` wraps: ``.encoder`` = the image encoder, ``.decoder`` = D_θ or D_ψ (the very same
+    modules)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module):
         super().__init__()
@@ -39,17 +41,26 @@ class GenericSSLSCDLNet(GenericSSLNet):
     """``GenericSSLNet`` whose D_θ path (inference) carries SCDL: tokens from D_θ's last decoder feature, priors
     injected at D_θ's full-resolution head (``prior_mode="head"``).
 
-    The SCDL machinery is an ``SCDLUNet`` around the image encoder and D_θ (shared modules, not copies). Only its
-    ``scdl`` submodule is registered here, so the state dict is GenericSSLNet's plus ``scdl.*``.
-    ``forward(x)`` = D_θ with the prior; ``forward_theta(x, return_scdl=True)`` → ``(outputs, SCDLAux)``.
+    The SCDL machinery is an ``SCDLUNet`` around the image encoder and D_θ (shared modules, not copies), and a
+    second one around the image encoder and D_ψ that shares its ``scdl`` and injects nothing (``prior_mode="none"``).
+    Only ``scdl`` is registered here, so the state dict is GenericSSLNet's plus ``scdl.*``.
+    ``forward(x)`` = D_θ with the prior; ``forward_theta(x, return_scdl=True)`` and
+    ``forward_psi(x, return_scdl=True)`` → ``(outputs, SCDLAux)``; ``concatenate_aux`` joins the two for one
+    ``scdl_loss_terms`` call.
     """
 
     def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head",
                  variant: str = "paper", **kwargs):
         super().__init__(*args, **kwargs)
-        theta = SCDLUNet(_ThetaPath(_ImageEncoder(self.stem_image, self.encoder), self.decoder), self.num_classes,
-                         patch_size, token_source=token_source, prior_mode=prior_mode, variant=variant)
-        object.__setattr__(self, "_theta_scdl", theta)  # not a registered child: its modules are ours already
+        image_encoder = _ImageEncoder(self.stem_image, self.encoder)
+        theta = SCDLUNet(_DecoderPath(image_encoder, self.decoder), self.num_classes, patch_size,
+                         token_source=token_source, prior_mode=prior_mode, variant=variant)
+        psi = SCDLUNet(_DecoderPath(image_encoder, self.decoder_psi), self.num_classes, patch_size,
+                       token_source=token_source, prior_mode="none", variant=variant, rng_stream=1)
+        psi.scdl = theta.scdl  # one SCDL: ψ's own (built above, unused) is dropped
+        # not registered children: their modules are ours already
+        object.__setattr__(self, "_theta_scdl", theta)
+        object.__setattr__(self, "_psi_scdl", psi)
         self.scdl = theta.scdl
 
     def forward(self, x: torch.Tensor):
@@ -59,6 +70,11 @@ class GenericSSLSCDLNet(GenericSSLNet):
     def forward_theta(self, x: torch.Tensor, return_scdl: bool = False):
         self._check_image(x)
         return self._theta_scdl(x, return_scdl=return_scdl)
+
+    def forward_psi(self, x: torch.Tensor, return_scdl: bool = False):
+        """D_ψ (no prior); with ``return_scdl`` also the SCDL of D_ψ's tokens (``(outputs, SCDLAux)``)."""
+        self._check_image(x)
+        return self._psi_scdl(x, return_scdl=True) if return_scdl else self.decoder_psi(self.encode_image(x))
 
     def forward_theta_psi(self, x: torch.Tensor):
         return self.forward_theta(x), self.forward_psi(x)

@@ -41,13 +41,13 @@ import torch
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from torch import Tensor, nn
 
-from nnunetv2_scdl.scdl.module import SCDL, SCDLOutput
+from nnunetv2_scdl.scdl.module import SCDL, SCDLOutput, concatenate_outputs
 from nnunetv2_scdl.scdl.tokens import (class_one_hot, class_proportions_per_token, class_region_sums,
                                        features_to_tokens, linear_interpolation_matrix, pool_to_grid, prepare_labels,
                                        resize_linear, token_grid_shape, token_strides_from_stage_strides,
                                        tokens_to_map)
 
-__all__ = ["SCDLUNet", "SCDLAux", "TOKEN_SOURCES", "PRIOR_MODES", "build_scdl_unet", "build_scdl_network_from_plans",
+__all__ = ["SCDLUNet", "SCDLAux", "concatenate_aux", "TOKEN_SOURCES", "PRIOR_MODES", "build_scdl_unet", "build_scdl_network_from_plans",
            "independent_rng"]
 
 TOKEN_SOURCES = ("decoder", "encoder")
@@ -77,6 +77,22 @@ class SCDLAux:
     token_strides: Tuple[int, ...]  # voxels per token per axis
     input_shape: Tuple[int, ...]  # spatial shape of the network input
     region_features: Tensor  # detached pre-MLP feature map for SAC rows: F [B, D_x, *input] or encoder [B, D_x, *grid]
+
+
+def concatenate_aux(auxes: Sequence[SCDLAux]) -> SCDLAux:
+    """Several training forwards' ``SCDLAux`` as one batch, images in the given order, for one
+    ``scdl_loss_terms`` call (e.g. labeled images from one decoder, unlabeled ones from another, same SCDL)."""
+    if not auxes:
+        raise ValueError("concatenate_aux needs at least one SCDLAux.")
+    first = auxes[0]
+    for aux in auxes[1:]:
+        if (aux.token_grid, aux.token_strides, aux.input_shape) != (first.token_grid, first.token_strides,
+                                                                      first.input_shape):
+            raise ValueError(f"cannot concatenate SCDL outputs of different token grids or inputs: "
+                             f"{(aux.token_grid, aux.token_strides, aux.input_shape)} against "
+                             f"{(first.token_grid, first.token_strides, first.input_shape)}.")
+    return SCDLAux(concatenate_outputs([aux.scdl for aux in auxes]), first.token_grid, first.token_strides,
+                   first.input_shape, torch.cat([aux.region_features for aux in auxes]))
 
 
 class SCDLUNet(nn.Module):

@@ -25,7 +25,7 @@ Minimal use::
                                        anchor_features=f, anchor_classes=y)
     loss = sum(lam[k] * terms[k] for k in terms)
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -43,7 +43,7 @@ from nnunetv2_scdl.scdl.projection import ProjectionMLP
 from nnunetv2_scdl.scdl.proxies import ClassProxies
 from nnunetv2_scdl.scdl.variants import get_variant
 
-__all__ = ["SCDL", "SCDLOutput", "LOSS_TERM_NAMES", "no_weight_decay_parameters"]
+__all__ = ["SCDL", "SCDLOutput", "LOSS_TERM_NAMES", "concatenate_outputs", "no_weight_decay_parameters"]
 
 LOSS_TERM_NAMES = ("cdba_labeled", "cdba_unlabeled", "sac")
 
@@ -60,6 +60,19 @@ class SCDLOutput:
     log_p2e: Tensor  # log P_p2e, [B, L, C], normalised over tokens (default) or over C
     log_joint: Tensor  # log Q, [B, L, C], normalised over C
     priors: Optional[Tensor]  # [r^dist; r^center; r^tok], [B, L, 3D]; None when not requested
+
+
+def concatenate_outputs(outputs: Sequence[SCDLOutput]) -> SCDLOutput:
+    """Several SCDL forwards' outputs as one batch, images in the given order (e.g. labeled tokens from one decoder
+    and unlabeled tokens from another, through the same SCDL). A field is None if it is None in any output."""
+    if not outputs:
+        raise ValueError("concatenate_outputs needs at least one SCDLOutput.")
+
+    def joined(name: str) -> Optional[Tensor]:
+        tensors = [getattr(output, name) for output in outputs]
+        return None if any(t is None for t in tensors) else torch.cat(tensors)
+
+    return SCDLOutput(**{field.name: joined(field.name) for field in fields(SCDLOutput)})
 
 
 class SCDL(nn.Module):

@@ -25,9 +25,10 @@ The difficulty state is saved in ``checkpoint['nnunetv2_scdl']['difficulty']``; 
 ``UNetDecoder``s on a ``PlainConvEncoder``).
 
 ``nnUNetTrainerSCDL_GenericSSL`` adds SCDL to the D_θ path (tokens from D_θ's last decoder feature, prior injected at
-D_θ's full-resolution head; :class:`~nnunetv2_scdl.networks.generic_ssl_scdl_net.GenericSSLSCDLNet`). D_θ then runs
-on cat(x_l, x_u) so SCDL gets labeled tokens; L_u still uses the unlabeled half only, and L gains SCDLAddon's weighted
-terms.
+D_θ's full-resolution head; :class:`~nnunetv2_scdl.networks.generic_ssl_scdl_net.GenericSSLSCDLNet`). Its labeled
+tokens come from D_ψ's last decoder feature on the labeled batch (the forward of L_diff), its unlabeled tokens from
+D_θ's on the unlabeled batch (the forward of L_u), through one SCDL. Decoupling is kept, D_θ sees no labeled patch,
+and SCDL adds no decoder pass. L gains SCDLAddon's weighted terms.
 """
 
 import torch
@@ -40,6 +41,7 @@ from nnunetv2_scdl.losses import DiffDW, WeightedDiceCELoss
 from nnunetv2_scdl.networks.diffusion import DiffusionSchedule, ddim_sample, labels_to_x0
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet, build_generic_ssl_network
 from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
+from nnunetv2_scdl.networks.scdl_unet import concatenate_aux
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS, SCDLAddon
 from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL
@@ -183,25 +185,24 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
             self.difficulty.update_from_labels(full_resolution(xi_out).argmax(1), labels[:, 0],
                                                ignore_index=self.label_manager.ignore_label)
         self.difficulty_dice_ce.set_class_weights(self.difficulty.weights)
-        diff = self.difficulty_loss(network.forward_psi(data), target)
+        psi_out, psi_aux = self.labeled_psi_forward(network, data)
+        diff = self.difficulty_loss(psi_out, target)
 
         # 3./4. pseudo-labels on the unlabeled batch and D_θ's unsupervised loss
         pseudo = self.pseudo_labels(network, image_u)  # before D_θ's forward: its activations are not alive yet
-        theta_inputs = self.theta_inputs(data, image_u)
-        n_before = theta_inputs.shape[0] - image_u.shape[0]  # labeled patches in front (SCDL variant), else 0
-        theta_out, aux = self.forward_student(theta_inputs)
-        unsup = self.unlabeled_loss(full_resolution(theta_out)[n_before:], pseudo)
+        theta_out, theta_aux = self.forward_student(image_u)
+        unsup = self.unlabeled_loss(full_resolution(theta_out), pseudo)
 
         weight = self.unsupervised_weight * self.rampup()
-        auxiliary, auxiliary_terms = self.auxiliary_loss(aux, target, n_before)
+        aux = None if psi_aux is None else concatenate_aux([psi_aux, theta_aux])
+        auxiliary, auxiliary_terms = self.auxiliary_loss(aux, target, data.shape[0])
         terms = {"deno": deno.detach(), "diff": diff.detach(), "unsup": unsup.detach(), "unsup_weight": weight,
                  "difficulty_foreground": float(self.difficulty.weights[1:].mean()), **auxiliary_terms}
         return deno + diff + weight * unsup + auxiliary, terms
 
-    def theta_inputs(self, data: torch.Tensor, image_u: torch.Tensor) -> torch.Tensor:
-        """The batch D_θ runs on: the unlabeled patches (decoupling). Add-ons that need labeled features (SCDL)
-        put the labeled patches in front; only the unlabeled part enters L_u."""
-        return image_u
+    def labeled_psi_forward(self, network: GenericSSLNet, data: torch.Tensor):
+        """D_ψ on the labeled batch: ``(outputs, aux)``; aux (None here) carries an add-on's labeled features."""
+        return network.forward_psi(data), None
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def extra_checkpoint_state(self) -> dict:
@@ -216,9 +217,9 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
 
 # -------------------------------------------------------------------------------------------------- SCDL variant
 class nnUNetTrainerSCDL_GenericSSL(SCDLAddon, nnUNetTrainerGenericSSL):
-    """GenericSSL with SCDL on D_θ (head injection). D_θ runs on cat(labeled, unlabeled) patches: the labeled tokens
-    give SCDL its ground-truth terms (CDBA on labeled tokens, SAC), the unlabeled ones its unlabeled terms; L_u still
-    uses the unlabeled half only. Loss = GenericSSL's + SCDLAddon's weighted SCDL terms (ramp = μ(t)/μ_max)."""
+    """GenericSSL with SCDL on D_θ (head injection). D_ψ's labeled tokens give SCDL its ground-truth terms (CDBA on
+    labeled tokens, SAC), D_θ's unlabeled tokens its unlabeled terms, through the one SCDL that D_θ's prior comes from.
+    Loss = GenericSSL's + SCDLAddon's weighted SCDL terms (ramp = μ(t)/μ_max)."""
 
     hyperparameters = nnUNetTrainerGenericSSL.hyperparameters + SCDL_HYPERPARAMETERS
     logged_terms = nnUNetTrainerGenericSSL.logged_terms + SCDL_LOGGED_TERMS
@@ -227,5 +228,5 @@ class nnUNetTrainerSCDL_GenericSSL(SCDLAddon, nnUNetTrainerGenericSSL):
     def forward_student(self, inputs: torch.Tensor):
         return unwrap_network(self.network).forward_theta(inputs, return_scdl=True)
 
-    def theta_inputs(self, data: torch.Tensor, image_u: torch.Tensor) -> torch.Tensor:
-        return torch.cat((data, image_u))
+    def labeled_psi_forward(self, network, data: torch.Tensor):
+        return network.forward_psi(data, return_scdl=True)
