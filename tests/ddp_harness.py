@@ -6,12 +6,13 @@ to ``cuda:<rank>`` and wraps the network in ``DistributedDataParallel(device_ids
 split over ranks, SyncBatchNorm conversion, the DDP wrapper, rank-0 checkpoints, gathered logging) while staying on the
 CPU: the device stays ``cpu`` and DDP wraps without ``device_ids``.
 
-:func:`run_rank` is the entry point of each spawned process: two optimiser steps, a checkpoint, a new process group
-and a resume from that checkpoint (``nnUNetv2_train ... --c``), then one more step. Each rank saves what it saw to
-``<output>/rank<r>.pt`` for the test to compare.
+:func:`run_rank` is the entry point of each spawned process. For each trainer: two optimiser steps, a checkpoint, a
+new process group and a resume from that checkpoint (``nnUNetv2_train ... --c``), then one more step. Each rank saves
+what it saw to ``<output>/rank<r>.pt`` for the test to compare.
 """
 import copy
 import os
+import traceback
 from datetime import timedelta
 from typing import Dict, List
 
@@ -125,14 +126,13 @@ def train_steps(trainer, n_steps: int) -> Dict[str, object]:
 
 def join_group(rank: int, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
-                            timeout=timedelta(seconds=300))
+                            timeout=timedelta(seconds=120))
 
 
-def run_rank(rank: int, job: dict) -> None:
-    os.environ.update(job["env"])
-    torch.set_num_threads(1)
+def run_trainer(rank: int, job: dict, init_files: List[str]) -> dict:
+    """Two steps, a checkpoint, a new process group, a resume and one more step; what this rank saw."""
     result = {}
-    join_group(rank, job["init_files"][0])
+    join_group(rank, init_files[0])
     try:
         trainer = build_trainer(job)
         start_training(trainer)
@@ -148,8 +148,8 @@ def run_rank(rank: int, job: dict) -> None:
     finally:
         dist.destroy_process_group()
 
-    # nnUNetv2_train ... -num_gpus 2 --c: new processes, a new group, a new trainer that loads the checkpoint
-    join_group(rank, job["init_files"][1])
+    # nnUNetv2_train ... -num_gpus 2 --c: a new group and a new trainer that loads the checkpoint
+    join_group(rank, init_files[1])
     try:
         resumed = build_trainer(job)
         resumed.load_checkpoint(job["checkpoint"])
@@ -159,12 +159,32 @@ def run_rank(rank: int, job: dict) -> None:
         result["continued"] = snapshot(resumed)
     finally:
         dist.destroy_process_group()
-    torch.save(result, os.path.join(job["output"], f"rank{rank}.pt"))
+    return result
 
 
-def spawn(job: dict) -> List[dict]:
-    """Run :func:`run_rank` in ``WORLD_SIZE`` processes; return what each rank saved, rank 0 first."""
+def run_rank(rank: int, jobs: List[dict]) -> None:
+    """Entry point of a spawned process: every job (trainer) in turn, each in process groups of its own. A failing
+    trainer is recorded (its traceback saved instead of its result) and the next one runs."""
+    torch.set_num_threads(1)
+    for job in jobs:
+        os.environ.update(job["env"])
+        try:
+            result = run_trainer(rank, job, job["init_files"])
+        except Exception:
+            result = {"error": traceback.format_exc()}
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        torch.save(result, os.path.join(job["output"], f"rank{rank}.pt"))
+
+
+def spawn(jobs: List[dict]) -> None:
+    """Run :func:`run_rank` in ``WORLD_SIZE`` processes (one interpreter start for all jobs); each rank saves its
+    result of job j to ``<job output>/rank<r>.pt``, read back with :func:`load_results`."""
     import torch.multiprocessing as mp
 
-    mp.spawn(run_rank, args=(job,), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(run_rank, args=(jobs,), nprocs=WORLD_SIZE, join=True)
+
+
+def load_results(job: dict) -> List[dict]:
+    """What each rank saved for ``job``, rank 0 first."""
     return [torch.load(os.path.join(job["output"], f"rank{r}.pt"), weights_only=False) for r in range(WORLD_SIZE)]

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from ddp_harness import spawn
+from ddp_harness import load_results, spawn
 
 from nnunetv2_scdl.training.distributed import all_reduce_sum, gather_objects, rank_seed, synchronise_buffers
 
@@ -50,30 +50,30 @@ def assert_same_training_state(a: dict, b: dict, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ranks_of(phantom_with_unlabeled, tmp_path_factory):
-    """``ranks_of(trainer)``: what each of the two ranks saved (rank 0 first), computed once per trainer."""
-    results = {}
-
-    def run(trainer: str):
-        if trainer not in results:
-            folder = tmp_path_factory.mktemp(f"ddp_{trainer}")
-            dataset = phantom_with_unlabeled
-            job = {"trainer": trainer, "configuration": dataset.configuration,
-                   "plans_file": str(dataset.preprocessed_folder / f"{dataset.cpu_plans}.json"),
-                   "dataset_json": str(dataset.preprocessed_folder / "dataset.json"),
-                   "checkpoint": str(folder / "checkpoint.pth"), "output": str(folder),
-                   "init_files": [str(folder / "group_train"), str(folder / "group_resume")],
-                   "env": {"nnUNet_n_proc_DA": "0", "nnUNet_compile": "f", "OMP_NUM_THREADS": "1"}}
-            results[trainer] = spawn(job)
-        return results[trainer]
-
-    return run
+def ddp_results(phantom_with_unlabeled, tmp_path_factory):
+    """``{trainer: [rank 0's result, rank 1's result]}`` for every trainer in ``TRAINERS``, from one pair of
+    spawned processes (a result is ``{"error": traceback}`` when the trainer failed on that rank)."""
+    dataset = phantom_with_unlabeled
+    jobs = {}
+    for trainer in TRAINERS:
+        folder = tmp_path_factory.mktemp(f"ddp_{trainer}")
+        jobs[trainer] = {"trainer": trainer, "configuration": dataset.configuration,
+                         "plans_file": str(dataset.preprocessed_folder / f"{dataset.cpu_plans}.json"),
+                         "dataset_json": str(dataset.preprocessed_folder / "dataset.json"),
+                         "checkpoint": str(folder / "checkpoint.pth"), "output": str(folder),
+                         "init_files": [str(folder / "group_train"), str(folder / "group_resume")],
+                         "env": {"nnUNet_n_proc_DA": "0", "nnUNet_compile": "f", "OMP_NUM_THREADS": "1"}}
+    spawn(list(jobs.values()))
+    return {trainer: load_results(job) for trainer, job in jobs.items()}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", TRAINERS)
-def test_two_ranks_stay_identical_and_resume(ranks_of, trainer):
-    rank0, rank1 = ranks_of(trainer)
+def test_two_ranks_stay_identical_and_resume(ddp_results, trainer):
+    rank0, rank1 = ddp_results[trainer]
+    for rank, result in enumerate((rank0, rank1)):
+        if "error" in result:
+            pytest.fail(f"{trainer} failed on rank {rank}:\n{result['error']}", pytrace=False)
 
     # nnU-Net splits the planned batch (2) over the ranks
     assert rank0["batch_size"] == rank1["batch_size"] == 1

@@ -168,11 +168,6 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
         cube_features = network.decode(skips)[-1]
         return network.full_resolution_head(recover_cubes(cube_features, self.cube_grid, faithful=self.faithful))
 
-    def per_process_batchnorm_modules(self):
-        """The location head's BatchNorm normalises the K cubes of one image at a time (MagicNet); SyncBatchNorm
-        would mix images of all ranks, and hang when ranks hold different numbers of images. See docs/ddp.md."""
-        return ["location_head"]
-
     def compute_loss(self, data, target, unlabeled):
         # the whole step is one forward of self.network, so that DDP all-reduces every gradient
         return self.network(data, target, unlabeled, training_pass=self.loss_on_network)

@@ -59,32 +59,6 @@ def full_resolution(output: Logits) -> torch.Tensor:
     return output[0] if isinstance(output, (list, tuple)) else output
 
 
-def restore_batchnorm(module: nn.Module) -> None:
-    """Replace every ``SyncBatchNorm`` inside ``module`` by the plain ``BatchNorm1d/2d/3d`` it was converted from
-    (the input rank tells which), reusing its parameters and buffers."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.SyncBatchNorm):
-            plain = PerProcessBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                      child.track_running_stats)
-            for key, value in child.named_parameters(recurse=False):
-                setattr(plain, key, value)
-            for key, value in child.named_buffers(recurse=False):
-                setattr(plain, key, value)
-            plain.train(child.training)
-            setattr(module, name, plain)
-        else:
-            restore_batchnorm(child)
-
-
-class PerProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Plain (per-process) BatchNorm over [N, C] or [N, C, *spatial] inputs, whatever their rank, as SyncBatchNorm
-    accepts them; the state-dict keys are BatchNorm's."""
-
-    def _check_input_dim(self, input):
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2-D input (got {input.dim()}-D input)")
-
-
 class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     """Base class: labeled batch from nnU-Net's loader plus ``unlabeled_batch_ratio`` × as many unlabeled patches.
 
@@ -127,25 +101,6 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
                                       f"3d_lowres instead.")
 
     # ---------------------------------------------------------------------------------------------- network
-    def initialize(self):
-        super().initialize()
-        if self.is_ddp:
-            self.keep_batchnorm_per_process()
-
-    def per_process_batchnorm_modules(self) -> List[str]:
-        """Names of submodules (of the unwrapped training network) whose BatchNorm layers must stay per-process
-        BatchNorm under multi-GPU training, where nnU-Net turns every BatchNorm into SyncBatchNorm. None here;
-        GA-MagicNet lists its location head (see docs/ddp.md)."""
-        return []
-
-    def keep_batchnorm_per_process(self) -> None:
-        """Undo nnU-Net's SyncBatchNorm conversion inside :meth:`per_process_batchnorm_modules`. The BatchNorm
-        layers get back the very parameters and buffers the SyncBatchNorm held, which DDP and the optimiser already
-        track."""
-        network = unwrap_network(self.network)
-        for name in self.per_process_batchnorm_modules():
-            restore_batchnorm(network.get_submodule(name))
-
     @classmethod
     def scdl_network_options(cls) -> Optional[dict]:
         """Keyword arguments of ``SCDLUNet`` for the network(s) that carry SCDL; None (here): no SCDL.
