@@ -50,12 +50,15 @@ def assert_same_training_state(a: dict, b: dict, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp_results(phantom_with_unlabeled, tmp_path_factory):
-    """``{trainer: [rank 0's result, rank 1's result]}`` for every trainer in ``TRAINERS``, from one pair of
+def ddp_results(request, phantom_with_unlabeled, tmp_path_factory):
+    """``{trainer: [rank 0's result, rank 1's result]}`` for the trainers of the selected tests, from one pair of
     spawned processes (a result is ``{"error": traceback}`` when the trainer failed on that rank)."""
     dataset = phantom_with_unlabeled
+    selected = {item.callspec.params["trainer"] for item in request.session.items
+                if getattr(item, "callspec", None) is not None and "trainer" in item.callspec.params
+                and item.module is request.module}
     jobs = {}
-    for trainer in TRAINERS:
+    for trainer in [t for t in TRAINERS if t in selected]:
         folder = tmp_path_factory.mktemp(f"ddp_{trainer}")
         jobs[trainer] = {"trainer": trainer, "configuration": dataset.configuration,
                          "plans_file": str(dataset.preprocessed_folder / f"{dataset.cpu_plans}.json"),
