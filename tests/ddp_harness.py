@@ -37,6 +37,10 @@ class CPUDistributedTrainer:
         # nnU-Net sets cuda:<rank> (and a CUDA grad scaler) for a distributed trainer
         self.device = torch.device("cpu")
         self.grad_scaler = None
+        # nnU-Net's batch split gives rank 0 random and rank 1 foreground-forced labeled patches, whose different
+        # numbers of random draws would separate the ranks' streams even with equal seeds: switch oversampling off,
+        # so that only the per-rank seeds can make the ranks draw different patches
+        self.oversample_foreground_percent = 0.0
 
     def initialize(self):
         ddp = nnunet_trainer_module.DDP
