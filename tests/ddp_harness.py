@@ -161,6 +161,7 @@ def run_trainer(rank: int, job: dict, init_files: List[str]) -> dict:
         start_training(resumed)
         resumed.train_step(next(resumed.dataloader_train))
         result["continued"] = snapshot(resumed)
+        result["resumed_unlabeled"] = resumed.dataloader_unlabeled.batches
     finally:
         dist.destroy_process_group()
     return result

@@ -87,9 +87,12 @@ def test_two_ranks_stay_identical_and_resume(ddp_results, trainer):
         assert rank["steps"]["without_gradient"] == [[], []]
     assert_equal_states(rank0["steps"]["gradients"], rank1["steps"]["gradients"], "gradients")
 
-    # the ranks drew different unlabeled patches, step by step
+    # the ranks drew different unlabeled patches, step by step, reproducibly from (seed, rank): the resumed run
+    # reseeds its new loaders and draws each rank's first patches again
     for step, (batch0, batch1) in enumerate(zip(rank0["unlabeled"], rank1["unlabeled"])):
         assert not torch.equal(batch0["data"], batch1["data"]), f"step {step}: both ranks drew the same patches"
+    for rank in (rank0, rank1):
+        assert torch.equal(rank["resumed_unlabeled"][0]["data"], rank["unlabeled"][0]["data"])
 
     # after two steps: student, EMA teacher, optimiser and class statistics identical on both ranks
     assert rank0["trained"]["global_iteration"] == 2
