@@ -23,6 +23,8 @@ def accepts_training_pass(forward: Callable) -> Callable:
     def dispatch(self, *args, training_pass: Callable = None, **kwargs):
         if training_pass is None:
             return forward(self, *args, **kwargs)
-        return torch.compiler.disable(training_pass)(self, *args, **kwargs)
+        if torch.compiler.is_compiling():  # inside a torch.compile'd network: leave the pass to eager mode
+            training_pass = torch.compiler.disable(training_pass)
+        return training_pass(self, *args, **kwargs)
 
     return dispatch
