@@ -11,7 +11,9 @@ oversampling, poly learning rate, checkpoints) and adds what semi-supervised met
   fraction of step time spent waiting for batches;
 - extra checkpoint state (``checkpoint['nnunetv2_scdl']``), restored by ``nnUNetv2_train ... --c``;
 - an optional separate inference network (e.g. an EMA teacher): whatever :meth:`inference_network` returns is what
-  online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use.
+  online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use;
+- multi-GPU training (``nnUNetv2_train ... -num_gpus N``): per-rank data seeds, buffers synchronised after each step,
+  SSL terms averaged over ranks (docs/ddp.md).
 """
 import os
 from contextlib import contextmanager
