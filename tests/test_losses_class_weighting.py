@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nnunetv2_scdl.losses import DiffDW, DistDW, class_voxel_counts, dist_dw_weights_from_counts, hard_dice_per_class
+from nnunetv2_scdl.losses.class_weighting import hard_dice_statistics
 
 EPS = 1e-8
 
@@ -241,3 +242,30 @@ def test_diff_dw_load_rejects_bad_state():
         DiffDW(3).load_state_dict({k: v for k, v in state.items() if k != "learn"})
     with pytest.raises(ValueError, match="3 classes"):
         DiffDW(4).load_state_dict(state)
+
+
+def test_reduced_counts_give_the_update_of_the_joined_batch():
+    """Multi-GPU training sums the per-rank counts (``reduce_counts``): the update must then equal the update from
+    the two ranks' batches joined, for DistDW's class counts and DiffDW's hard-Dice counts."""
+    generator = torch.Generator().manual_seed(3)
+    labels = [torch.randint(0, 4, (1, 6, 6, 6), generator=generator) for _ in range(4)]
+    prediction_a, prediction_b, target_a, target_b = labels
+
+    def plus_other_rank(other):
+        return lambda counts: counts + other
+
+    joined, reduced = DistDW(4), DistDW(4)
+    for weights in (joined, reduced):
+        weights.init_from_counts(torch.tensor([100.0, 10.0, 5.0, 1.0]))
+    joined.update_from_labels(torch.cat((prediction_a, prediction_b)))
+    reduced.update_from_labels(prediction_a, reduce_counts=plus_other_rank(class_voxel_counts(prediction_b, 4)))
+    assert torch.equal(joined.weights, reduced.weights)
+
+    joined, reduced, local = DiffDW(4), DiffDW(4), DiffDW(4)
+    joined.update_from_labels(torch.cat((prediction_a, prediction_b)), torch.cat((target_a, target_b)))
+    reduced.update_from_labels(prediction_a, target_a,
+                               reduce_counts=plus_other_rank(hard_dice_statistics(prediction_b, target_b, 4)))
+    local.update_from_labels(prediction_a, target_a)
+    assert torch.equal(joined.state_dict()["previous_dice"], reduced.state_dict()["previous_dice"])
+    assert torch.equal(joined.weights, reduced.weights)
+    assert not torch.equal(local.weights, reduced.weights)

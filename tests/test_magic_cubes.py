@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from torch import nn
 
-from nnunetv2_scdl.networks.location_head import LocationHead, location_head_in_features
+from nnunetv2_scdl.networks.location_head import LocationHead, PerProcessBatchNorm1d, location_head_in_features
 from nnunetv2_scdl.networks.magic_cubes import (
     CubeGrid,
     default_cube_size,
@@ -218,13 +218,31 @@ def test_location_head_sizes_and_forward():
     assert location_head_in_features(256, (32, 32, 32), (16, 16, 16)) == 2048  # spec FcLayer input
     assert location_head_in_features(320, (32, 32, 32), (16, 32, 32)) == 640
     head = LocationHead(in_features=24, n_cubes=6, hidden_features=16)
-    assert [type(m) for m in head.layers] == [nn.Linear, nn.BatchNorm1d, nn.LeakyReLU, nn.Linear]
+    assert [type(m) for m in head.layers] == [nn.Linear, PerProcessBatchNorm1d, nn.LeakyReLU, nn.Linear]
     assert head.layers[2].negative_slope == 0.2
     assert head(torch.randn(6, 6, 2, 2, 1)).shape == (6, 6)
     with pytest.raises(ValueError, match="flattens to 12"):
         head(torch.randn(6, 3, 2, 2, 1))
     with pytest.raises(ValueError, match="n_cubes"):
         LocationHead(8, 1)
+
+
+def test_location_head_batchnorm_is_batchnorm1d_that_stays_per_process():
+    """The head's BatchNorm computes exactly what nn.BatchNorm1d does (train and eval, running statistics, state-dict
+    keys), and nnU-Net's SyncBatchNorm conversion under DDP does not touch it."""
+    torch.manual_seed(0)
+    reference, ours = nn.BatchNorm1d(5), PerProcessBatchNorm1d(5)
+    assert reference.state_dict().keys() == ours.state_dict().keys()
+    ours.load_state_dict(reference.state_dict())
+    for step in range(3):
+        x = torch.randn(4, 5) * (step + 1) + step
+        assert torch.equal(reference(x), ours(x))
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in reference.state_dict().items())
+    reference.eval(), ours.eval()
+    x = torch.randn(3, 5)
+    assert torch.equal(reference(x), ours(x))
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(LocationHead(8, 4, hidden_features=5))
+    assert isinstance(converted.layers[1], PerProcessBatchNorm1d)
 
 
 def test_cubes_through_anisotropic_encoder_fit_location_head():

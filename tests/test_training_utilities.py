@@ -206,3 +206,31 @@ def test_ssl_logger_plots_extra_terms(tmp_path):
     # a key that is new to a resumed run is padded so all curves stay aligned per epoch
     logger.register(["kl"])
     assert len(logger.get_value("kl", None)) == 3 and math.isnan(logger.get_value("kl", 0))
+
+
+def test_training_pass_runs_inside_forward_and_outside_torch_compile():
+    """``network(*args, training_pass=f)`` is ``f(network, *args)`` (what DDP's forward then wraps); inside a
+    torch.compile'd network the pass still runs eagerly; without ``training_pass`` the forward is unchanged."""
+    from nnunetv2_scdl.networks.training_pass import accepts_training_pass
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        @accepts_training_pass
+        def forward(self, x):
+            return self.linear(x)
+
+    compiling = []
+
+    def step(network, x, scale):
+        compiling.append(torch.compiler.is_compiling())
+        return network.linear(x).sum() * scale
+
+    net, x = Net(), torch.randn(4, 3)
+    assert torch.equal(net(x, 2.0, training_pass=step), net.linear(x).sum() * 2.0)
+    compiled = torch.compile(net, backend="eager")
+    assert torch.allclose(compiled(x, 2.0, training_pass=step), net.linear(x).sum() * 2.0)
+    assert compiling == [False, False]
+    assert torch.equal(compiled(x), net(x))

@@ -10,7 +10,7 @@ ratios of tiny Dice values accurate, and the checkpoint round-trip is bit-exact.
 tensor; the losses in this package move and cast it themselves. Settings (momentum, exponent, epsilon) are not state:
 ``load_state_dict`` keeps the object's own, so a resumed run uses the hyperparameters it was started with.
 """
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -31,6 +31,36 @@ def class_voxel_counts(labels: torch.Tensor, num_classes: int, ignore_index: Opt
     return torch.bincount(labels, minlength=num_classes).cpu().to(torch.float64)
 
 
+def hard_dice_statistics(prediction_labels: torch.Tensor, target_labels: torch.Tensor, num_classes: int,
+                         ignore_index: Optional[int] = None) -> torch.Tensor:
+    """Per-class voxel counts of a batch, as float64 CPU tensor [3, C]: |P_c ∩ G_c|, |P_c| and |G_c| (the inputs of
+    :func:`hard_dice_per_class`; sums over several batches or processes give the Dice of the union). Arguments as
+    :func:`hard_dice_per_class`."""
+    prediction_labels = _as_label_map(prediction_labels, "hard_dice_per_class").reshape(-1)
+    target_labels = _as_label_map(target_labels, "hard_dice_per_class").reshape(-1)
+    if prediction_labels.numel() != target_labels.numel():
+        raise ValueError(f"hard_dice_per_class: prediction has {prediction_labels.numel()} voxels but target has "
+                         f"{target_labels.numel()}.")
+    if ignore_index is not None:
+        keep = target_labels != ignore_index
+        prediction_labels, target_labels = prediction_labels[keep], target_labels[keep]
+    _check_label_range(prediction_labels, num_classes, "hard_dice_per_class (prediction)")
+    _check_label_range(target_labels, num_classes, "hard_dice_per_class (target)")
+    pred_count = torch.bincount(prediction_labels, minlength=num_classes)
+    target_count = torch.bincount(target_labels, minlength=num_classes)
+    hits = prediction_labels[prediction_labels == target_labels]
+    intersection = torch.bincount(hits, minlength=num_classes)
+    return torch.stack([intersection, pred_count, target_count]).cpu().to(torch.float64)
+
+
+def hard_dice_from_statistics(statistics: torch.Tensor, epsilon: float = _DICE_EPS,
+                              denominator_epsilon: Optional[float] = None) -> torch.Tensor:
+    """d_c = (2|P_c ∩ G_c| + ε) / (|P_c| + |G_c| + ε_d) from :func:`hard_dice_statistics` [3, C] (float64 CPU [C])."""
+    intersection, pred_count, target_count = torch.as_tensor(statistics, dtype=torch.float64).cpu()
+    denominator_epsilon = epsilon if denominator_epsilon is None else denominator_epsilon
+    return (2 * intersection + epsilon) / (pred_count + target_count + denominator_epsilon)
+
+
 def hard_dice_per_class(prediction_labels: torch.Tensor, target_labels: torch.Tensor, num_classes: int,
                         ignore_index: Optional[int] = None, epsilon: float = _DICE_EPS,
                         denominator_epsilon: Optional[float] = None) -> torch.Tensor:
@@ -48,24 +78,8 @@ def hard_dice_per_class(prediction_labels: torch.Tensor, target_labels: torch.Te
     Returns:
         float64 CPU tensor [C].
     """
-    prediction_labels = _as_label_map(prediction_labels, "hard_dice_per_class").reshape(-1)
-    target_labels = _as_label_map(target_labels, "hard_dice_per_class").reshape(-1)
-    if prediction_labels.numel() != target_labels.numel():
-        raise ValueError(f"hard_dice_per_class: prediction has {prediction_labels.numel()} voxels but target has "
-                         f"{target_labels.numel()}.")
-    if ignore_index is not None:
-        keep = target_labels != ignore_index
-        prediction_labels, target_labels = prediction_labels[keep], target_labels[keep]
-    _check_label_range(prediction_labels, num_classes, "hard_dice_per_class (prediction)")
-    _check_label_range(target_labels, num_classes, "hard_dice_per_class (target)")
-    pred_count = torch.bincount(prediction_labels, minlength=num_classes)
-    target_count = torch.bincount(target_labels, minlength=num_classes)
-    hits = prediction_labels[prediction_labels == target_labels]
-    intersection = torch.bincount(hits, minlength=num_classes)
-    intersection, pred_count, target_count = (t.cpu().to(torch.float64) for t in (intersection, pred_count,
-                                                                                   target_count))
-    denominator_epsilon = epsilon if denominator_epsilon is None else denominator_epsilon
-    return (2 * intersection + epsilon) / (pred_count + target_count + denominator_epsilon)
+    return hard_dice_from_statistics(hard_dice_statistics(prediction_labels, target_labels, num_classes,
+                                                          ignore_index), epsilon, denominator_epsilon)
 
 
 def dist_dw_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
@@ -138,9 +152,12 @@ class DistDW:
         self._weights = self.momentum * previous + (1 - self.momentum) * current
         return self.weights
 
-    def update_from_labels(self, prediction_labels: torch.Tensor) -> torch.Tensor:
-        """EMA step from predicted labels (argmax of net B on the unlabeled half, any shape); returns the new w."""
-        return self.update_from_counts(class_voxel_counts(prediction_labels, self.num_classes))
+    def update_from_labels(self, prediction_labels: torch.Tensor,
+                           reduce_counts: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """EMA step from predicted labels (argmax of net B on the unlabeled half, any shape); returns the new w.
+        ``reduce_counts`` (e.g. a sum over the processes of a multi-GPU run) is applied to the class counts first."""
+        counts = class_voxel_counts(prediction_labels, self.num_classes)
+        return self.update_from_counts(counts if reduce_counts is None else reduce_counts(counts))
 
     def state_dict(self) -> Dict[str, object]:
         """The weights (and C, checked on load); the momentum is a setting and stays out."""
@@ -241,12 +258,17 @@ class DiffDW:
         return self.weights
 
     def update_from_labels(self, prediction_labels: torch.Tensor, target_labels: torch.Tensor,
-                           ignore_index: Optional[int] = None) -> torch.Tensor:
+                           ignore_index: Optional[int] = None,
+                           reduce_counts: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
         """One iteration's update from argmax(A on the labeled half) and its GT; returns the new w. The hard Dice
-        is DHC's: smooth ε in the numerator, ε + 1e-8 in the denominator (an absent class gets 0.5)."""
-        return self.update_from_dice(hard_dice_per_class(prediction_labels, target_labels, self.num_classes,
-                                                         ignore_index, self.epsilon,
-                                                         denominator_epsilon=self.epsilon + _DICE_EPS))
+        is DHC's: smooth ε in the numerator, ε + 1e-8 in the denominator (an absent class gets 0.5).
+        ``reduce_counts`` (e.g. a sum over the processes of a multi-GPU run) is applied to the Dice's voxel counts
+        (:func:`hard_dice_statistics`) first."""
+        statistics = hard_dice_statistics(prediction_labels, target_labels, self.num_classes, ignore_index)
+        if reduce_counts is not None:
+            statistics = reduce_counts(statistics)
+        return self.update_from_dice(hard_dice_from_statistics(statistics, self.epsilon,
+                                                               denominator_epsilon=self.epsilon + _DICE_EPS))
 
     def state_dict(self) -> Dict[str, object]:
         """The statistics and weights (and C, checked on load); momentum, exponent and epsilon are settings and

@@ -28,6 +28,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from nnunetv2_scdl.networks.diffusion import TimeEmbedding
+from nnunetv2_scdl.networks.training_pass import accepts_training_pass
 
 __all__ = ["TimeConditionedEncoder", "TimeConditionedUNetDecoder", "GenericSSLNet", "aggregate_parameters",
            "build_generic_ssl_network"]
@@ -178,6 +179,10 @@ class GenericSSLNet(nn.Module):
         self.decoder_xi = TimeConditionedUNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder,
                                                      deep_supervision, time_dim=time_hidden_dim, **dec)
         self.apply(self.initialize)
+        # GenericSSL trains D_θ at full resolution only: its lower-resolution heads never get a gradient (DDP
+        # requires one for every trainable parameter); they stay in the state dict for nnU-Net's DS toggle
+        for head in self.decoder.seg_layers[:-1]:
+            head.requires_grad_(False)
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
@@ -194,6 +199,7 @@ class GenericSSLNet(nn.Module):
         self._check_image(x)
         return self.encoder(self.stem_image(x), None)
 
+    @accepts_training_pass
     def forward(self, x: torch.Tensor):
         """Inference path D_θ(E(stem_image(x))) (what nnUNetv2_predict runs)."""
         return self.decoder(self.encode_image(x))

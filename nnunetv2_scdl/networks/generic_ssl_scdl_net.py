@@ -8,6 +8,7 @@ from torch import nn
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.networks.training_pass import accepts_training_pass
 
 __all__ = ["GenericSSLSCDLNet"]
 
@@ -63,6 +64,7 @@ class GenericSSLSCDLNet(GenericSSLNet):
         object.__setattr__(self, "_psi_scdl", psi)
         self.scdl = theta.scdl
 
+    @accepts_training_pass
     def forward(self, x: torch.Tensor):
         self._check_image(x)
         return self._theta_scdl(x)

@@ -11,11 +11,39 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_scdl.networks.magic_cubes import CubeGrid
 
-__all__ = ["location_head_in_features", "LocationHead"]
+__all__ = ["location_head_in_features", "LocationHead", "PerProcessBatchNorm1d"]
+
+
+class PerProcessBatchNorm1d(nn.Module):
+    """``nn.BatchNorm1d(num_features)``: the same computation (``F.batch_norm``, momentum 0.1, running statistics),
+    initialisation and state-dict keys, but not a torch BatchNorm class, so that nnU-Net's SyncBatchNorm conversion
+    under multi-GPU training leaves it alone. MagicNet normalises the K cubes of one image at a time; SyncBatchNorm
+    would pool one image per GPU into each batch (and hang when GPUs hold different numbers of images)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (2, 3):
+            raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                            self.momentum, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
 def location_head_in_features(bottleneck_channels: int, cube_size: Sequence[int], total_stride: Sequence[int]) -> int:
@@ -35,7 +63,8 @@ def location_head_in_features(bottleneck_channels: int, cube_size: Sequence[int]
 
 
 class LocationHead(nn.Module):
-    """FcLayer: Linear(F → H) → BatchNorm1d(H) → LeakyReLU(0.2) → Linear(H → K).
+    """FcLayer: Linear(F → H) → BatchNorm1d(H) → LeakyReLU(0.2) → Linear(H → K), the BatchNorm as
+    :class:`PerProcessBatchNorm1d`.
 
     Args:
         in_features: F, the flattened cube bottleneck (see ``location_head_in_features``).
@@ -56,7 +85,7 @@ class LocationHead(nn.Module):
         self.in_features, self.n_cubes = in_features, n_cubes
         self.layers = nn.Sequential(
             nn.Linear(in_features, hidden_features),
-            nn.BatchNorm1d(hidden_features),
+            PerProcessBatchNorm1d(hidden_features),
             nn.LeakyReLU(negative_slope),
             nn.Linear(hidden_features, n_cubes),
         )

@@ -14,6 +14,7 @@ from torch import nn
 from nnunetv2_scdl.networks.location_head import LocationHead
 from nnunetv2_scdl.networks.magic_cubes import CubeGrid
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
+from nnunetv2_scdl.networks.training_pass import accepts_training_pass
 
 __all__ = ["MagicCubeNetwork", "cube_grid_from_configuration", "build_magic_cube_network"]
 
@@ -25,7 +26,8 @@ class MagicCubeNetwork(nn.Module):
     ``forward(x)`` is the segmentation network's own forward (what nnU-Net's trainer and predictor call). The pieces
     MagicNet needs are exposed separately: :meth:`decode` (decoder stages without heads, lowest resolution first),
     :meth:`heads` (segmentation heads on those features; SCDL priors when the segmenter is an ``SCDLUNet``),
-    :meth:`full_resolution_head` and :meth:`locate`. ``.encoder``/``.decoder`` are the segmenter's (nnU-Net's deep
+    :meth:`full_resolution_head` and :meth:`locate`; the trainer runs them inside ``forward`` through
+    ``training_pass`` (:func:`~nnunetv2_scdl.networks.training_pass.accepts_training_pass`). ``.encoder``/``.decoder`` are the segmenter's (nnU-Net's deep
     supervision toggle writes ``decoder.deep_supervision``). State-dict keys: ``segmenter.*`` and ``location_head.*``.
     """
 
@@ -54,6 +56,7 @@ class MagicCubeNetwork(nn.Module):
     def uses_scdl(self) -> bool:
         return isinstance(self.segmenter, SCDLUNet)
 
+    @accepts_training_pass
     def forward(self, x: torch.Tensor):
         return self.segmenter(x)
 

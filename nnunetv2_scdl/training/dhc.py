@@ -22,6 +22,7 @@ import torch
 from nnunetv2_scdl.losses import (DiffDW, DistDW, WeightedCrossEntropyLoss, WeightedDiceCELoss,
                                   class_voxel_counts)
 from nnunetv2_scdl.training.co_training import PaperOptimiser, nnUNetTrainerCoTraining
+from nnunetv2_scdl.training.distributed import all_reduce_sum
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS
 from nnunetv2_scdl.training.scdl_co_training import CoTrainingSCDLAddon
 from nnunetv2_scdl.training.ssl_base import full_resolution
@@ -75,9 +76,12 @@ class nnUNetTrainerDHC(nnUNetTrainerCoTraining):
                                    f"w_B = {[round(w, 4) for w in self.dist_dw.weights.tolist()]}")
         with torch.no_grad():
             labels_a = full_resolution(outputs_a)[:n_labeled].argmax(1)
+            # counts summed over ranks under multi-GPU training: every rank applies the same weights
             self.diff_dw.update_from_labels(labels_a, full_resolution(target)[:, 0],
-                                            ignore_index=self.label_manager.ignore_label)
-            self.dist_dw.update_from_labels(full_resolution(outputs_b)[n_labeled:].argmax(1))
+                                            ignore_index=self.label_manager.ignore_label,
+                                            reduce_counts=all_reduce_sum)
+            self.dist_dw.update_from_labels(full_resolution(outputs_b)[n_labeled:].argmax(1),
+                                            reduce_counts=all_reduce_sum)
 
     def before_losses(self, outputs_a, outputs_b, target, n_labeled: int) -> None:
         self.update_class_weights(outputs_a, outputs_b, target, n_labeled)

@@ -41,6 +41,7 @@ from nnunetv2_scdl.networks.magic_cube_network import (MagicCubeNetwork, build_m
 from nnunetv2_scdl.networks.magic_cubes import (location_labels, mix_cubes_across_images, partition_cubes,
                                                 random_cube_permutations, recover_cubes, unmix_cubes_across_images)
 from nnunetv2_scdl.training.co_training import IterationPolyLR, PaperOptimiser
+from nnunetv2_scdl.training.distributed import all_reduce_sum
 from nnunetv2_scdl.training.ema import TEACHER_HYPERPARAMETERS, EMATeacherMixin, unwrap_network
 from nnunetv2_scdl.training.ga_cps import GASupervisedLoss
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
@@ -151,11 +152,12 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
         return sigmoid_rampup(self.global_iteration // step, length / step)
 
     def update_class_distribution(self, pseudo_label: torch.Tensor) -> None:
-        """Count this step's pseudo-labels (the ones the consistency loss uses); every ``blend_update_every`` steps
-        (iteration 0 included) set d from the counts since the previous recount and clear them, as the released
-        code does (d then follows the last ``blend_update_every`` steps' labels, not the whole run's)."""
+        """Count this step's pseudo-labels (the ones the consistency loss uses; under multi-GPU training those of
+        every rank); every ``blend_update_every`` steps (iteration 0 included) set d from the counts since the
+        previous recount and clear them, as the released code does (d then follows the last ``blend_update_every``
+        steps' labels, not the whole run's)."""
         counts = torch.bincount(pseudo_label.reshape(-1), minlength=self.class_counts.numel())
-        self.class_counts += counts.to("cpu", torch.float64)
+        self.class_counts += all_reduce_sum(counts.to(torch.float64)).cpu()
         if self.global_iteration % self.blend_update_every == 0:
             self.class_distribution = blend_distribution(self.class_counts, self.blend_temperature)
             self.class_counts.zero_()
@@ -167,7 +169,11 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
         return network.full_resolution_head(recover_cubes(cube_features, self.cube_grid, faithful=self.faithful))
 
     def compute_loss(self, data, target, unlabeled):
-        network = unwrap_network(self.network)
+        # the whole step is one forward of self.network, so that DDP all-reduces every gradient
+        return self.network(data, target, unlabeled, training_pass=self.loss_on_network)
+
+    def loss_on_network(self, network: MagicCubeNetwork, data, target, unlabeled):
+        """:meth:`compute_loss` on the plain ``network`` (called inside its forward)."""
         grid = self.cube_grid
         n_labeled, n_unlabeled = data.shape[0], unlabeled["data"].shape[0]
         x = torch.cat((data, unlabeled["data"]))
@@ -249,9 +255,6 @@ class nnUNetTrainerSCDL_GAMagicNet(SCDLAddon, nnUNetTrainerGAMagicNet):
     hyperparameters = nnUNetTrainerGAMagicNet.hyperparameters + SCDL_HYPERPARAMETERS
     logged_terms = nnUNetTrainerGAMagicNet.logged_terms + SCDL_LOGGED_TERMS
     scdl_prior_modes = {"paper": "head", "released": "head"}
-
-    def forward_student(self, inputs: torch.Tensor):
-        return unwrap_network(self.network).heads(unwrap_network(self.network).features(inputs), return_scdl=True)
 
     def auxiliary_loss(self, aux, target, n_labeled: int):
         loss, terms = self.scdl_loss(unwrap_network(self.network).segmenter, aux, target, n_labeled)

@@ -42,6 +42,7 @@ from nnunetv2_scdl.networks.diffusion import DiffusionSchedule, ddim_sample, lab
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet, build_generic_ssl_network
 from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
 from nnunetv2_scdl.networks.scdl_unet import concatenate_aux
+from nnunetv2_scdl.training.distributed import all_reduce_sum
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.scdl_addon import SCDL_HYPERPARAMETERS, SCDL_LOGGED_TERMS, SCDLAddon
 from nnunetv2_scdl.training.ssl_base import full_resolution, nnUNetTrainerSSL
@@ -168,7 +169,15 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
         return (p_xi + p_psi).argmax(1, keepdim=True)
 
     def compute_loss(self, data, target, unlabeled):
-        network = unwrap_network(self.network)
+        # the whole step is one forward of self.network, so that DDP all-reduces every gradient
+        return self.network(data, target, unlabeled, training_pass=self.loss_on_network)
+
+    def theta_forward(self, network: GenericSSLNet, inputs: torch.Tensor):
+        """D_θ's training forward on ``inputs``: ``(outputs, aux)``; aux is what :meth:`auxiliary_loss` needs."""
+        return network.forward_theta(inputs), None
+
+    def loss_on_network(self, network: GenericSSLNet, data, target, unlabeled):
+        """:meth:`compute_loss` on the plain ``network`` (called inside its forward)."""
         self.last_aggregated = network.aggregate_decoders(self.aggregation_momentum)
         image_u = unlabeled["data"]
         labels = full_resolution(target)
@@ -183,14 +192,15 @@ class nnUNetTrainerGenericSSL(nnUNetTrainerSSL):
         # 2. difficulty-weighted supervised loss of D_ψ, weights from D_ξ's labeled prediction
         with torch.no_grad():
             self.difficulty.update_from_labels(full_resolution(xi_out).argmax(1), labels[:, 0],
-                                               ignore_index=self.label_manager.ignore_label)
+                                               ignore_index=self.label_manager.ignore_label,
+                                               reduce_counts=all_reduce_sum)
         self.difficulty_dice_ce.set_class_weights(self.difficulty.weights)
         psi_out, psi_aux = self.labeled_psi_forward(network, data)
         diff = self.difficulty_loss(psi_out, target)
 
         # 3./4. pseudo-labels on the unlabeled batch and D_θ's unsupervised loss
         pseudo = self.pseudo_labels(network, image_u)  # before D_θ's forward: its activations are not alive yet
-        theta_out, theta_aux = self.forward_student(image_u)
+        theta_out, theta_aux = self.theta_forward(network, image_u)
         unsup = self.unlabeled_loss(full_resolution(theta_out), pseudo)
 
         weight = self.unsupervised_weight * self.rampup()
@@ -225,8 +235,8 @@ class nnUNetTrainerSCDL_GenericSSL(SCDLAddon, nnUNetTrainerGenericSSL):
     logged_terms = nnUNetTrainerGenericSSL.logged_terms + SCDL_LOGGED_TERMS
     scdl_prior_modes = {"paper": "head", "released": "head"}
 
-    def forward_student(self, inputs: torch.Tensor):
-        return unwrap_network(self.network).forward_theta(inputs, return_scdl=True)
+    def theta_forward(self, network, inputs: torch.Tensor):
+        return network.forward_theta(inputs, return_scdl=True)
 
     def labeled_psi_forward(self, network, data: torch.Tensor):
         return network.forward_psi(data, return_scdl=True)

@@ -11,7 +11,9 @@ oversampling, poly learning rate, checkpoints) and adds what semi-supervised met
   fraction of step time spent waiting for batches;
 - extra checkpoint state (``checkpoint['nnunetv2_scdl']``), restored by ``nnUNetv2_train ... --c``;
 - an optional separate inference network (e.g. an EMA teacher): whatever :meth:`inference_network` returns is what
-  online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use.
+  online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use;
+- multi-GPU training (``nnUNetv2_train ... -num_gpus N``): per-rank data seeds, buffers synchronised after each step,
+  SSL terms averaged over ranks (docs/ddp.md).
 """
 import os
 from contextlib import contextmanager
@@ -35,8 +37,9 @@ from nnunetv2_scdl.data.unlabeled_loader import UnlabeledDataLoader, build_unlab
 from nnunetv2_scdl.data.unlabeled_preprocessing import assert_unlabeled_preprocessed, get_unlabeled_folder
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.scdl.module import no_weight_decay_parameters
+from nnunetv2_scdl.training.distributed import gather_objects, rank_seed, synchronise_buffers
 from nnunetv2_scdl.training.ema import unwrap_network
-from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters
+from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters, seed_everything
 from nnunetv2_scdl.training.progress_logging import SSLLocalLogger
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 
@@ -98,9 +101,6 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
             raise NotImplementedError(f"{type(self).__name__} does not support the cascade (3d_cascade_fullres): "
                                       f"unlabeled cases have no previous-stage predictions. Train 3d_fullres or "
                                       f"3d_lowres instead.")
-        if self.is_ddp:
-            raise NotImplementedError(f"{type(self).__name__} does not support multi-GPU (DDP) training yet; run "
-                                      f"nnUNetv2_train with one GPU.")
 
     # ---------------------------------------------------------------------------------------------- network
     @classmethod
@@ -195,6 +195,10 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         return augmenter
 
     def get_dataloaders(self):
+        if self.is_ddp and self.seed >= 0:
+            # apply_hyperparameters seeded every rank alike (the network is built from it, and DDP broadcasts rank
+            # 0's anyway); in-process loaders would then draw the same patches on every rank
+            seed_everything(rank_seed(self.seed, self.local_rank))
         dataloaders = super().get_dataloaders()
         self.dataloader_unlabeled = self.get_unlabeled_dataloader()
         return dataloaders
@@ -226,13 +230,22 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         return sigmoid_rampup(self.global_iteration, self.num_epochs * self.num_iterations_per_epoch)
 
     def deep_supervision_weights(self) -> Optional[np.ndarray]:
-        """nnU-Net's DS weights (``nnUNetTrainer._build_loss``): 1/2^i per scale, the lowest set to 0, normalised;
-        None without deep supervision."""
+        """nnU-Net's DS weights (``nnUNetTrainer._build_loss``): 1/2^i per scale, the lowest set to 0 (1e-6 under
+        multi-GPU training, where DDP needs a gradient for every parameter), normalised; None without deep
+        supervision."""
         if not self.enable_deep_supervision:
             return None
         weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
-        weights[-1] = 0  # DDP (where nnU-Net uses 1e-6 here) is rejected by nnUNetTrainerSSL
+        weights[-1] = 1e-6 if self.is_ddp else 0
         return weights / weights.sum()
+
+    def _build_loss(self):
+        # nnU-Net's loss with our DS weights: nnU-Net keeps the lowest weight 0 under DDP with torch.compile, but the
+        # training passes of GA-MagicNet and GenericSSL run uncompiled, where DDP needs that head's gradient
+        loss = super()._build_loss()
+        if isinstance(loss, DeepSupervisionWrapper):
+            loss.weight_factors = tuple(self.deep_supervision_weights())
+        return loss
 
     def wrap_deep_supervision(self, loss: nn.Module) -> nn.Module:
         """``loss`` under nnU-Net's ``DeepSupervisionWrapper`` with :meth:`deep_supervision_weights` (itself when DS
@@ -338,6 +351,10 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
             loss, terms = self.compute_loss(data, target, unlabeled)
         self.optimizer_step(loss)
         self.global_iteration += 1
+        if self.is_ddp:
+            # gradients are all-reduced, so the weights agree; buffers (BatchNorm statistics) are per rank until
+            # DDP's next forward broadcasts rank 0's. Agree now, before an EMA teacher copies them.
+            synchronise_buffers(unwrap_network(self.network))
         self.after_optimizer_step()
 
         ended = perf_counter()
@@ -349,14 +366,18 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
 
     def on_train_epoch_end(self, train_outputs: List[dict]):
         super().on_train_epoch_end(train_outputs)
+        # as nnU-Net's own loss: every rank's steps count (one list per rank under DDP)
+        local = {"terms": {name: [float(o[name]) for o in train_outputs if name in o] for name in self.logged_terms},
+                 "data_wait_s": sum(o["data_wait_s"] for o in train_outputs),
+                 "step_s": sum(o["step_s"] for o in train_outputs)}
+        ranks = gather_objects(local)
         summary = []
         for name in self.logged_terms:
-            value = float(np.mean([o[name] for o in train_outputs if name in o])) \
-                if any(name in o for o in train_outputs) else float("nan")
+            values = [value for rank in ranks for value in rank["terms"][name]]
+            value = float(np.mean(values)) if values else float("nan")
             self.logger.log(name, value, self.current_epoch)
             summary.append(f"{name} {value:.4g}")
-        wait_fraction = sum(o["data_wait_s"] for o in train_outputs) / max(sum(o["step_s"] for o in train_outputs),
-                                                                            1e-12)
+        wait_fraction = sum(r["data_wait_s"] for r in ranks) / max(sum(r["step_s"] for r in ranks), 1e-12)
         self.logger.log("data_wait_fraction", wait_fraction, self.current_epoch)
         self.print_to_log_file("ssl terms: " + ", ".join(summary))
         self.print_to_log_file(f"waiting for batches: {100 * wait_fraction:.1f}% of step time")
