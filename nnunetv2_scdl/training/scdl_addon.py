@@ -4,8 +4,9 @@ Put :class:`SCDLAddon` first in the bases of a host trainer (``class nnUNetTrain
 and extend the host's ``hyperparameters`` and ``logged_terms`` with :data:`SCDL_HYPERPARAMETERS` and
 :data:`SCDL_LOGGED_TERMS`. The host wraps its U-Net(s) through ``nnUNetTrainerSSL.attach_scdl`` (GenericSSL builds its
 SCDL network from the same options), as :meth:`SCDLAddon.scdl_network_options` says; its ``compute_loss`` gets the
-SCDL outputs from its student forward (``forward_student``; GenericSSL: ``theta_forward``; GA-MagicNet: the network's
-``heads(..., return_scdl=True)``) and calls ``auxiliary_loss``; its ``rampup()`` scales the unlabeled term.
+SCDL outputs from its student forward (``forward_student``; GenericSSL: ``labeled_psi_forward`` and
+``theta_forward``; GA-MagicNet: the network's ``heads(..., return_scdl=True)``) and calls ``auxiliary_loss``; its
+``rampup()`` scales the unlabeled term.
 
 Loss = host loss + λ_cdba·(L_cdba,l + ramp(t)·L_cdba,u) + λ_sac·L_sac, where L_cdba is CDBA (E2P + P2E in the
 paper variant) on labeled tokens (ground-truth class proportions) and on unlabeled tokens (the detached joint
