@@ -1,7 +1,9 @@
 """nnUNetTrainerSSL / nnUNetTrainerMeanTeacher built in-process: setup checks, unlabeled-case selection, steps."""
 import copy
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -13,6 +15,7 @@ from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.mean_teacher import nnUNetTrainerMeanTeacher
 from nnunetv2_scdl.training.registry import nnUNetTrainerMeanTeacher_5epochs
+from nnunetv2_scdl.training.schedules import sigmoid_rampup
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 from nnunetv2_scdl.training.ssl_base import full_resolution, split_batch
 
@@ -41,6 +44,54 @@ def test_epoch_variant_and_env_override(planned_phantom, monkeypatch):
     assert trainer.num_epochs == 5 and trainer.confidence_threshold == 0.6
     monkeypatch.setenv("SCDL_CONSISTENCY", "kl")
     with pytest.raises(ValueError, match="consistency"):
+        make_trainer(planned_phantom, nnUNetTrainerMeanTeacher)
+
+
+def validation_outputs(dice_per_class):
+    """nnU-Net validation_step outputs whose pooled hard Dice per foreground class is ``dice_per_class``."""
+    tp = np.array(dice_per_class, dtype=float) * 100
+    return [{"loss": np.array(1.0), "tp_hard": tp, "fp_hard": 200 - 2 * tp, "fn_hard": np.zeros_like(tp)}]
+
+
+def test_consistency_gate_starts_the_ramp_when_the_teacher_learns(planned_phantom, monkeypatch):
+    monkeypatch.setenv("SCDL_CONSISTENCY_GATE_DICE", "0.1")
+    trainer = make_trainer(planned_phantom, nnUNetTrainerMeanTeacher)
+    ramp_length = trainer.consistency_rampup_fraction * trainer.num_epochs * trainer.num_iterations_per_epoch
+    assert re.search(r"consistency_gate_dice += 0.1 +\[env SCDL_CONSISTENCY_GATE_DICE\]",
+                     trainer.hyperparameter_report())
+    trainer.global_iteration = 30
+    assert trainer.rampup() == 0.0  # gate closed: no consistency
+    trainer.on_validation_epoch_end(validation_outputs([0.02, 0.15]))  # mean 0.085: still closed
+    assert trainer.logger.get_value("mean_fg_dice", step=0) == pytest.approx(0.085)
+    assert trainer.consistency_start_iteration is None and trainer.rampup() == 0.0
+    trainer.current_epoch, trainer.global_iteration = 1, 45
+    trainer.on_validation_epoch_end(validation_outputs([0.08, 0.14]))  # mean 0.11: opens at iteration 45
+    assert trainer.consistency_start_iteration == 45
+    trainer.global_iteration = 45 + round(ramp_length / 2)
+    assert trainer.rampup() == pytest.approx(sigmoid_rampup(round(ramp_length / 2), ramp_length))
+    trainer.current_epoch = 2
+    trainer.on_validation_epoch_end(validation_outputs([0.9, 0.9]))  # opened once: the start does not move
+    assert trainer.consistency_start_iteration == 45
+    # a resumed run keeps the start (from its state, or else from the logged pseudo Dice); no network is built here
+    monkeypatch.setattr(trainer, "inference_network", lambda: None)
+    resumed = make_trainer(planned_phantom, nnUNetTrainerMeanTeacher)
+    for epoch, dice in enumerate([0.085, 0.11, 0.9]):
+        resumed.logger.log("mean_fg_dice", dice, epoch)
+    resumed.load_extra_checkpoint_state(trainer.extra_checkpoint_state())
+    assert resumed.consistency_start_iteration == 45
+    state = dict(trainer.extra_checkpoint_state(), consistency_start_iteration=None)
+    resumed.load_extra_checkpoint_state(state)
+    assert resumed.consistency_start_iteration == 2 * trainer.num_iterations_per_epoch
+
+
+def test_without_the_gate_the_ramp_starts_at_step_zero(planned_phantom, monkeypatch):
+    monkeypatch.setenv("SCDL_CONSISTENCY_GATE_DICE", "0")
+    trainer = make_trainer(planned_phantom, nnUNetTrainerMeanTeacher)
+    ramp_length = trainer.consistency_rampup_fraction * trainer.num_epochs * trainer.num_iterations_per_epoch
+    trainer.global_iteration = 7
+    assert trainer.rampup() == pytest.approx(sigmoid_rampup(7, ramp_length)) and trainer.rampup() > 0
+    monkeypatch.setenv("SCDL_CONSISTENCY_GATE_DICE", "1.5")
+    with pytest.raises(ValueError, match="consistency_gate_dice"):
         make_trainer(planned_phantom, nnUNetTrainerMeanTeacher)
 
 
