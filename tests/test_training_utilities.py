@@ -81,6 +81,27 @@ def test_seed_seeds_torch_numpy_and_python_only_when_set(monkeypatch):
     assert torch.rand(3).tolist() == expected
 
 
+def test_explicit_omp_num_threads_sets_torch_threads_on_the_cpu(monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what nnUNetv2_train -device cpu sets on a 2-core machine
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        trainer = _Trainer()
+        trainer.device = torch.device("cpu")
+        trainer.apply_hyperparameters()
+        assert torch.get_num_threads() == 1 and "CPU threads: 1 (OMP_NUM_THREADS)" in trainer.printed[-1]
+        torch.set_num_threads(2)
+        trainer.device = torch.device("cuda")  # never touched for GPU training
+        trainer.apply_hyperparameters()
+        assert torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")  # unset: nnU-Net's choice stands
+        trainer.device = torch.device("cpu")
+        trainer.apply_hyperparameters()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _Validating:
     def __init__(self):
         self.validated = []

@@ -81,8 +81,22 @@ class ConfigurableHyperparameters:
         self.print_to_log_file(self.hyperparameter_report(), add_timestamp=False)
         if self.seed >= 0:
             seed_everything(self.seed)
+        self.apply_cpu_thread_limit()
         self.logger.update_config({"nnunetv2_scdl_hyperparameters": {k: v for k, (v, _) in resolved.items()}})
         return resolved
+
+    def apply_cpu_thread_limit(self) -> None:
+        """On the CPU, an explicit ``OMP_NUM_THREADS`` sets torch's thread count. ``nnUNetv2_train -device cpu`` sets
+        it to every core, which on a machine shared with other jobs made training several times slower."""
+        device = getattr(self, "device", None)
+        requested = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if device is None or device.type != "cpu" or not requested.isdigit() or int(requested) < 1:
+            return
+        before = torch.get_num_threads()
+        if before != int(requested):
+            torch.set_num_threads(int(requested))
+            self.print_to_log_file(f"CPU threads: {requested} (OMP_NUM_THREADS), not the {before} that "
+                                   f"nnUNetv2_train set")
 
     def hyperparameter_report(self) -> str:
         width = max(len(n) for n in self.resolved_hyperparameters)
