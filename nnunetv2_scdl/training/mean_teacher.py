@@ -86,7 +86,7 @@ class nnUNetTrainerMeanTeacher(EMATeacherMixin, nnUNetTrainerSSL):
             self.consistency_start_iteration = 0
         elif state.get("consistency_start_iteration") is not None:
             self.consistency_start_iteration = state["consistency_start_iteration"]
-        else:  # an older checkpoint without this state, or the gate was still closed: check the logged epochs
+        else:  # the gate was closed, or the run started without a gate: apply it to the logged epochs
             self.consistency_start_iteration = None
             for epoch, dice in enumerate(self.logger.get_value("mean_fg_dice", step=None)):
                 if dice >= self.consistency_gate_dice:
