@@ -19,6 +19,7 @@ Needs ``nnUNet_preprocessed`` with the dataset's plans; nothing is written.
 """
 import argparse
 import os
+from contextlib import contextmanager
 import statistics
 import time
 
@@ -90,25 +91,30 @@ def train_seconds(trainer, batch) -> float:
     return time.process_time() - started
 
 
-def infer_seconds(trainer, batch) -> float:
+@contextmanager
+def inference_mode(trainer):
+    """The trainer's inference network in eval mode without autograd, as ``nnUNetv2_predict`` runs it."""
     import torch
 
-    data = batch[0][:1]
     network = trainer.inference_network()
     was_training = network.training
     network.eval()
     try:
         with torch.no_grad():
-            started = time.process_time()
-            network(data)
-            return time.process_time() - started
+            yield network
     finally:
         network.train(was_training)
 
 
+def infer_seconds(trainer, batch) -> float:
+    with inference_mode(trainer) as network:
+        started = time.process_time()
+        network(batch[0][:1])
+        return time.process_time() - started
+
+
 def step_flops(trainer, batch) -> tuple:
     """(training step, inference patch) floating-point operations, counted by ``FlopCounterMode``."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     data, target, unlabeled = batch
@@ -117,12 +123,8 @@ def step_flops(trainer, batch) -> tuple:
         loss, _ = trainer.compute_loss(data, target, unlabeled)
         loss.backward()
     trainer.optimizer.zero_grad(set_to_none=True)
-    network = trainer.inference_network()
-    was_training = network.training
-    network.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as infer:
+    with inference_mode(trainer) as network, FlopCounterMode(display=False) as infer:
         network(data[:1])
-    network.train(was_training)
     return train.get_total_flops(), infer.get_total_flops()
 
 

@@ -47,15 +47,22 @@ def fill_gradients(parameters, norm: float) -> None:
         p.grad = torch.full_like(p, norm / count ** 0.5)
 
 
-@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS, nnUNetTrainerDHC,
-                                           SmallMagicNet, SmallSCDLMagicNet], ids=lambda c: c.__name__)
-def test_each_network_is_clipped_on_its_own(planned_phantom, trainer_class):
+def trainer_with_gradients(planned_phantom, trainer_class):
+    """(initialised trainer, small network's parameters, large network's parameters), their gradient norms
+    SMALL_NORM and LARGE_NORM."""
     trainer = make_trainer(planned_phantom, trainer_class)
     trainer.initialize()
-    assert trainer.gradient_clip_norm == 12
     small, large = network_parts(trainer)
     fill_gradients(small, SMALL_NORM)
     fill_gradients(large, LARGE_NORM)
+    return trainer, small, large
+
+
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS, nnUNetTrainerDHC,
+                                           SmallMagicNet, SmallSCDLMagicNet], ids=lambda c: c.__name__)
+def test_each_network_is_clipped_on_its_own(planned_phantom, trainer_class):
+    trainer, small, large = trainer_with_gradients(planned_phantom, trainer_class)
+    assert trainer.gradient_clip_norm == 12
     small_before = [p.grad.clone() for p in small]
     trainer.clip_gradients()
     # clipping the union would have scaled the small network's gradients by 12/1000 too
@@ -78,12 +85,8 @@ def test_a_single_network_is_one_group(planned_phantom):
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS_paper, nnUNetTrainerDHC_paper, SmallPaperMagicNet],
                          ids=lambda c: c.__name__)
 def test_paper_variants_do_not_clip(planned_phantom, trainer_class):
-    trainer = make_trainer(planned_phantom, trainer_class)
-    trainer.initialize()
+    trainer, small, large = trainer_with_gradients(planned_phantom, trainer_class)
     assert trainer.gradient_clip_norm == 0
-    small, large = network_parts(trainer)
-    fill_gradients(small, SMALL_NORM)
-    fill_gradients(large, LARGE_NORM)
     trainer.clip_gradients()
     assert group_norm(large) == pytest.approx(LARGE_NORM, rel=1e-3)
 
