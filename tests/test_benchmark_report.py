@@ -148,6 +148,22 @@ def test_learned_epoch_table(records):
     assert learned_epoch_table(records[:1]) == ""
 
 
+def test_learned_epoch_table_lists_each_monitored_network(records):
+    records[2].pseudo_dice = [[0.0, 0.0, 0.0], [0.3, 0.2, 0.2], [0.6, 0.5, 0.2], [0.6, 0.5, 0.2]]
+    # the ensemble learned everything at epoch 1; network A only the liver, network B everything but later
+    records[2].network_pseudo_dice = {"network_a": [[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [0.5, 0.0, None],
+                                                    [0.6, 0.0, 0.0]],
+                                      "network_b": [[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.6, 0.5, 0.3],
+                                                    [0.6, 0.5, 0.3], [0.6, 0.5, 0.3]]}
+    rows = table_rows(learned_epoch_table(records))
+    assert rows["SCDL_MT"] == ["1", "1", "1", "43.3"]
+    assert rows["SCDL_MT · network_a"] == ["1", "never", "never", "20.0"]
+    assert rows["SCDL_MT · network_b"] == ["1", "2", "2", "46.7"]
+    records[2].network_pseudo_dice["network_b"] = [[0.5, 0.5]]  # classes do not match: that row is left out
+    rows = table_rows(learned_epoch_table(records))
+    assert "SCDL_MT · network_a" in rows and "SCDL_MT · network_b" not in rows
+
+
 def test_group_curve_ignores_absent_classes():
     curves = {1: np.array([0.2, np.nan, np.nan]), 3: np.array([0.4, 0.6, np.nan])}
     np.testing.assert_allclose(_group_curve(curves, [1, 3]), [0.3, 0.6, np.nan])

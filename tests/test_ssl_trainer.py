@@ -50,7 +50,8 @@ def test_epoch_variant_and_env_override(planned_phantom, monkeypatch):
 def validation_outputs(dice_per_class):
     """nnU-Net validation_step outputs whose pooled hard Dice per foreground class is ``dice_per_class``."""
     tp = np.array(dice_per_class, dtype=float) * 100
-    return [{"loss": np.array(1.0), "tp_hard": tp, "fp_hard": 200 - 2 * tp, "fn_hard": np.zeros_like(tp)}]
+    counts = {"tp_hard": tp, "fp_hard": 200 - 2 * tp, "fn_hard": np.zeros_like(tp)}
+    return [{"loss": np.array(1.0), **counts, **{f"student:{key}": value for key, value in counts.items()}}]
 
 
 def test_consistency_gate_starts_the_ramp_when_the_teacher_learns(planned_phantom, monkeypatch):

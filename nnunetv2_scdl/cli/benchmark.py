@@ -290,15 +290,25 @@ def fold_folder(paths: BenchmarkPaths, dataset_name: str, trainer: str, plans: s
 
 def training_summary(checkpoint_file: Path) -> dict:
     """From the checkpoint's log: summed epoch durations (nnU-Net's epoch timestamps; setup and validation export
-    excluded), epochs, and the per-epoch pseudo Dice per foreground class (``None`` where NaN, for JSON)."""
+    excluded), epochs, the per-epoch pseudo Dice per foreground class (``None`` where NaN, for JSON), and that of
+    each monitored network (``network_pseudo_dice``; co-training's A and B, an EMA teacher's student)."""
     import torch
+
+    from nnunetv2_scdl.training.progress_logging import NETWORK_DICE_PREFIX, per_class_rows
     checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
     logging = checkpoint["logging"]
     starts, ends = logging["epoch_start_timestamps"], logging["epoch_end_timestamps"]
-    pseudo_dice = [[None if math.isnan(float(v)) else round(float(v), 5) for v in epoch]
-                   for epoch in logging.get("dice_per_class_or_region", [])]
-    return {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends),
-            "pseudo_dice": pseudo_dice}
+
+    def rounded(rows) -> List[List[Optional[float]]]:
+        return [[None if math.isnan(float(v)) else round(float(v), 5) for v in epoch] for epoch in rows]
+
+    summary = {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends),
+               "pseudo_dice": rounded(logging.get("dice_per_class_or_region", []))}
+    networks = {key[len(NETWORK_DICE_PREFIX):]: rounded(per_class_rows(values[:len(ends)]))
+                for key, values in logging.items() if key.startswith(NETWORK_DICE_PREFIX)}
+    if networks:
+        summary["network_pseudo_dice"] = networks
+    return summary
 
 
 def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
@@ -476,7 +486,8 @@ def records_in_order(state: dict, trainers: List[str], paths: BenchmarkPaths) ->
                                          entry["training"]["seconds"], iterations,
                                          entry["training"].get("pseudo_dice"),
                                          iterations_per_epoch=state["settings"]["iterations_per_epoch"],
-                                         models=entry["training"].get("models")))
+                                         models=entry["training"].get("models"),
+                                         network_pseudo_dice=entry["training"].get("network_pseudo_dice")))
     return records
 
 
@@ -536,6 +547,8 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
         "settings": settings, "commands": commands,
         "trainers": {r.trainer: {"training_seconds": r.training_seconds, "iterations": r.iterations,
                                  "pseudo_dice_per_epoch": r.pseudo_dice, "summary": r.evaluation["summary"],
+                                 **({"network_pseudo_dice_per_epoch": r.network_pseudo_dice}
+                                    if r.network_pseudo_dice else {}),
                                  **({"models": r.models} if r.models else {})}
                      for r in records},
         "class_groups": evaluation["class_groups"], "classes": evaluation["classes"],

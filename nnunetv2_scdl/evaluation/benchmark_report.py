@@ -53,7 +53,9 @@ class TrainerRecord:
     was absent from the epoch's validation patches); ``None`` when unknown. ``iterations_per_epoch``: optimiser steps
     per epoch, to express epochs as steps; ``None`` when unknown. ``models``: for a row made of several trained models
     (self-training), each model's ``role``, ``trainer``, ``steps`` and ``seconds`` in training order; ``iterations``,
-    ``training_seconds`` and ``pseudo_dice`` are then those of all models together, one after the other."""
+    ``training_seconds`` and ``pseudo_dice`` are then those of all models together, one after the other.
+    ``network_pseudo_dice``: ``{network: per-epoch pseudo Dice}`` of the networks that the validated one does not
+    show on its own (each network of a co-training ensemble, the student of an EMA teacher)."""
     trainer: str
     evaluation: dict
     training_seconds: float
@@ -61,16 +63,24 @@ class TrainerRecord:
     pseudo_dice: Optional[List[List[float]]] = None
     iterations_per_epoch: Optional[int] = None
     models: Optional[List[dict]] = None
+    network_pseudo_dice: Optional[Dict[str, List[List[float]]]] = None
 
     def pseudo_dice_by_label(self) -> Optional[Dict[int, np.ndarray]]:
         """``{label: pseudo Dice per epoch}``; ``None`` if unknown or if its classes do not match the evaluation's."""
-        labels = sorted(int(label) for label in self.evaluation["classes"])
-        if not self.pseudo_dice:
-            return None
-        curves = np.asarray(self.pseudo_dice, dtype=float)
-        if curves.ndim != 2 or curves.shape[1] != len(labels):
-            return None
-        return {label: curves[:, index] for index, label in enumerate(labels)}
+        return curves_by_label(self.pseudo_dice, self.labels)
+
+    @property
+    def labels(self) -> List[int]:
+        return sorted(int(label) for label in self.evaluation["classes"])
+
+    def learning_curves(self) -> List[Tuple[str, Dict[int, np.ndarray]]]:
+        """``[(row, {label: pseudo Dice per epoch})]``: the validated network's curves (row: the trainer's short
+        name), then each monitored network's (row: ``"<short name> · <network>"``, e.g. ``GACPS · network_a``).
+        Unknown curves, or curves whose classes do not match the evaluation's, are left out."""
+        rows = [(short_name(self.trainer), self.pseudo_dice_by_label())]
+        rows += [(f"{short_name(self.trainer)} · {network}", curves_by_label(values, self.labels))
+                 for network, values in (self.network_pseudo_dice or {}).items()]
+        return [(row, curves) for row, curves in rows if curves is not None]
 
     def metric(self, protocol: str, key: str, metric: str) -> float:
         """``summary[protocol][key][metric]`` (key: mean, head, tail, case_mean_std); NaN when missing."""
@@ -80,6 +90,18 @@ class TrainerRecord:
     def class_dice(self, label: int) -> float:
         value = self.evaluation["summary"]["original"]["per_class"][str(label)]["dice"]
         return float("nan") if value is None else float(value)
+
+
+def curves_by_label(pseudo_dice: Optional[List[List[Optional[float]]]],
+                    labels: Sequence[int]) -> Optional[Dict[int, np.ndarray]]:
+    """``{label: pseudo Dice per epoch}`` of a per-epoch log [epochs][foreground classes in label order] (``None``
+    entries become NaN); ``None`` if the log is empty or its classes do not match ``labels``."""
+    if not pseudo_dice:
+        return None
+    curves = np.asarray([[np.nan if v is None else v for v in epoch] for epoch in pseudo_dice], dtype=float)
+    if curves.ndim != 2 or curves.shape[1] != len(labels):
+        return None
+    return {label: curves[:, index] for index, label in enumerate(labels)}
 
 
 def short_name(trainer: str) -> str:
@@ -283,7 +305,8 @@ def learned_cell(epoch: Optional[int], iterations_per_epoch: Optional[int]) -> s
 
 
 def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEARNED_THRESHOLD) -> str:
-    """Per trainer and class: the epoch from which the pseudo Dice stayed ≥ ``threshold``
+    """Per trainer (and per monitored network, :meth:`TrainerRecord.learning_curves`) and class: the epoch from which
+    the pseudo Dice stayed ≥ ``threshold``
     (:func:`first_learned_epoch`), as ``step (epoch)`` when the record knows its iterations per epoch
     (:func:`learned_cell`), and the last epoch's mean pseudo Dice. Trainers without a pseudo-Dice log are left out; an
     empty string if none has one."""
@@ -292,14 +315,11 @@ def learned_epoch_table(records: Sequence[TrainerRecord], threshold: float = LEA
     header += ["last epoch: mean pseudo Dice %"]
     lines = []
     for r in records:
-        curves = r.pseudo_dice_by_label()
-        if curves is None:
-            continue
-        cells = [short_name(r.trainer)]
-        for label in labels:
-            cells.append(learned_cell(first_learned_epoch(curves[label], threshold), r.iterations_per_epoch))
-        cells.append(_fmt(float(_group_curve(curves, labels)[-1]), 100))
-        lines.append("| " + " | ".join(cells) + " |")
+        for row, curves in r.learning_curves():
+            cells = [row] + [learned_cell(first_learned_epoch(curves[label], threshold), r.iterations_per_epoch)
+                             for label in labels]
+            cells.append(_fmt(float(_group_curve(curves, labels)[-1]), 100))
+            lines.append("| " + " | ".join(cells) + " |")
     if not lines:
         return ""
     return "\n".join(["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)] + lines)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from nnunetv2_scdl.evaluation.benchmark_report import (LEARNED_SUSTAIN, LEARNED_THRESHOLD, TrainerRecord,
-                                                       first_learned_epoch)
+                                                       curves_by_label, first_learned_epoch)
 
 SUMMARY_FORMAT = "nnunetv2_scdl.trainer_summary"
 SUMMARY_VERSION = 1
@@ -59,8 +59,7 @@ def learned_steps(pseudo_dice: Optional[List[List[Optional[float]]]], labels: Li
     """``{label: {"epoch": e, "step": s} or None}``: the first epoch ``e`` (from 0) from which the class's pseudo Dice
     stayed learned, and ``s = (e + 1) × iterations_per_epoch``, the optimiser steps done when that epoch's pseudo
     Dice was measured. ``None`` without a usable pseudo-Dice log."""
-    record = TrainerRecord("", {"classes": {str(label): "" for label in labels}}, 0.0, 0, pseudo_dice)
-    curves = record.pseudo_dice_by_label()
+    curves = curves_by_label(pseudo_dice, labels)
     if curves is None:
         return None
     learned = {}
@@ -73,10 +72,12 @@ def learned_steps(pseudo_dice: Optional[List[List[Optional[float]]]], labels: Li
 def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: dict, training: dict) -> dict:
     """The summary of ``trainer``'s finished run: ``settings`` and ``commands`` from the benchmark folder's state,
     ``evaluation`` as in ``evaluation_scdl.json``, ``training`` as the state keeps it (seconds, epochs,
-    pseudo_dice; steps and models for a self-training row)."""
+    pseudo_dice, network_pseudo_dice where the trainer logs other networks; steps and models for a self-training
+    row)."""
     compact = summary_settings(settings)
     labels = sorted(int(label) for label in evaluation["classes"])
     pseudo_dice = training.get("pseudo_dice")
+    networks = training.get("network_pseudo_dice") or {}
     groups = evaluation["class_groups"]
     return {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "trainer": trainer,
@@ -87,9 +88,12 @@ def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: 
         "summary": evaluation["summary"],
         "training": {"seconds": training["seconds"], "epochs": training.get("epochs"),
                      "steps": training.get("steps", compact["epochs"] * compact["iterations_per_epoch"]),
-                     "pseudo_dice": pseudo_dice, **({"models": training["models"]} if training.get("models") else {})},
+                     "pseudo_dice": pseudo_dice, **({"models": training["models"]} if training.get("models") else {}),
+                     **({"network_pseudo_dice": networks} if networks else {})},
         "learned": {"threshold": LEARNED_THRESHOLD, "sustain": LEARNED_SUSTAIN,
-                    "by_class": learned_steps(pseudo_dice, labels, compact["iterations_per_epoch"])},
+                    "by_class": learned_steps(pseudo_dice, labels, compact["iterations_per_epoch"]),
+                    **({"by_network": {name: learned_steps(values, labels, compact["iterations_per_epoch"])
+                                       for name, values in networks.items()}} if networks else {})},
     }
 
 
@@ -102,7 +106,7 @@ def summary_record(summary: dict) -> TrainerRecord:
     return TrainerRecord(summary["trainer"], evaluation, training["seconds"],
                          training.get("steps") or settings["epochs"] * settings["iterations_per_epoch"],
                          training["pseudo_dice"], iterations_per_epoch=settings["iterations_per_epoch"],
-                         models=training.get("models"))
+                         models=training.get("models"), network_pseudo_dice=training.get("network_pseudo_dice"))
 
 
 def seed_of(summary: dict) -> int:

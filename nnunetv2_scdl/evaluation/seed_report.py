@@ -230,20 +230,18 @@ def paired_delta_table(deltas: Sequence[dict]) -> str:
 
 
 def learned_steps_table(runs: Runs) -> str:
-    """Rows: trainer and seed; cells: ``step (epoch)`` from which the class's pseudo Dice stayed learned. Runs
-    without a pseudo-Dice log are left out; an empty string if none has one."""
+    """Rows: trainer (and each monitored network of it) and seed; cells: ``step (epoch)`` from which the class's
+    pseudo Dice stayed learned. Runs without a pseudo-Dice log are left out; an empty string if none has one."""
     first = next(iter(next(iter(runs.values())).values())).evaluation
     labels = sorted(int(label) for label in first["classes"])
     tail = set(first["class_groups"]["tail"])
     lines = []
     for trainer, seeds in runs.items():
         for seed, record in seeds.items():
-            curves = record.pseudo_dice_by_label()
-            if curves is None:
-                continue
-            lines.append(table_row([short_name(trainer), str(seed)] +
-                              [learned_cell(first_learned_epoch(curves[label]), record.iterations_per_epoch)
-                               for label in labels]))
+            for row, curves in record.learning_curves():
+                lines.append(table_row([row, str(seed)] +
+                                  [learned_cell(first_learned_epoch(curves[label]), record.iterations_per_epoch)
+                                   for label in labels]))
     if not lines:
         return ""
     return "\n".join(table_header(["trainer", "seed"] + [first["classes"][str(label)] +

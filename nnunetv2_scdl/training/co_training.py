@@ -76,6 +76,7 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
     network_a_init = "he"
     network_b_init = "he"
     logged_terms = ("supervised_a", "supervised_b", "cps_a", "cps_b", "cps_weight")
+    monitored_networks = ("network_a", "network_b")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -90,6 +91,11 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
         # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
         return build_dual_network(cls, configuration_manager, num_input_channels, num_output_channels,
                                   enable_deep_supervision)
+
+    def monitored_network(self, name: str) -> nn.Module:
+        """A or B alone: validation evaluates their average, which can hide a network that learned nothing."""
+        dual = unwrap_network(self.network)
+        return {"network_a": dual.net_a, "network_b": dual.net_b}[name]
 
     def gradient_clip_groups(self):
         """A and B (each with everything it holds, e.g. its SCDL module) are clipped separately, as two trainers

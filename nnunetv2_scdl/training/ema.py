@@ -69,6 +69,8 @@ class EMATeacherMixin:
     ema_decay = 0.99
     teacher_input_noise = 0.0
     teacher = None
+    #: validation evaluates the teacher, which lags the student by about 1 / (1 − ema_decay) steps; log both
+    monitored_networks = ("student",)
 
     def initialize(self):
         super().initialize()
@@ -76,6 +78,9 @@ class EMATeacherMixin:
 
     def inference_network(self):
         return self.teacher.module
+
+    def monitored_network(self, name: str):
+        return unwrap_network(self.network)
 
     def after_optimizer_step(self) -> None:
         super().after_optimizer_step()

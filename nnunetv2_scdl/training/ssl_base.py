@@ -12,6 +12,9 @@ oversampling, poly learning rate, checkpoints) and adds what semi-supervised met
 - extra checkpoint state (``checkpoint['nnunetv2_scdl']``), restored by ``nnUNetv2_train ... --c``;
 - an optional separate inference network (e.g. an EMA teacher): whatever :meth:`inference_network` returns is what
   online validation, the final validation and ``checkpoint['network_weights']`` (hence ``nnUNetv2_predict``) use;
+- the online pseudo Dice of every other network that learns (:attr:`monitored_networks`: each network of a
+  co-training ensemble, the student of an EMA teacher), logged per epoch as ``pseudo_dice_<name>``, so that a
+  network stuck on the "everything is background" plateau cannot hide behind its ensemble or its teacher;
 - multi-GPU training (``nnUNetv2_train ... -num_gpus N``): per-rank data seeds, buffers synchronised after each step,
   SSL terms averaged over ranks (docs/ddp.md).
 """
@@ -37,12 +40,14 @@ from nnunetv2_scdl.data.unlabeled_loader import UnlabeledDataLoader, build_unlab
 from nnunetv2_scdl.data.unlabeled_preprocessing import assert_unlabeled_preprocessed, get_unlabeled_folder
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.scdl.module import no_weight_decay_parameters
-from nnunetv2_scdl.training.distributed import gather_objects, rank_seed, synchronise_buffers
+from nnunetv2_scdl.training.distributed import all_reduce_sum, gather_objects, rank_seed, synchronise_buffers
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters, seed_everything
 from nnunetv2_scdl.training.progress_logging import SSLLocalLogger
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 
+#: the counts nnU-Net's validation step returns per foreground class, summed into its pseudo Dice
+HARD_COUNTS = ("tp_hard", "fp_hard", "fn_hard")
 CHECKPOINT_KEY = "nnunetv2_scdl"
 Logits = Union[torch.Tensor, List[torch.Tensor]]
 
@@ -76,13 +81,15 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
     gradient_clip_norm = 12.0
     #: names of the scalar terms returned by compute_loss, logged per epoch and drawn in progress.png
     logged_terms: Tuple[str, ...] = ("supervised",)
+    #: networks besides the inference network whose online pseudo Dice is logged (see :meth:`monitored_network`)
+    monitored_networks: Tuple[str, ...] = ()
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.reject_unsupported_setups()
         self.logger.local_logger = SSLLocalLogger()
-        self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",))
+        self.register_log_keys()
         self.apply_hyperparameters()
         if self.unlabeled_batch_ratio <= 0:
             raise ValueError(f"unlabeled_batch_ratio must be > 0, got {self.unlabeled_batch_ratio}")
@@ -394,15 +401,56 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         if inference is unwrap_network(self.network):
             yield
             return
-        training_network, self.network = self.network, inference
+        with self.evaluating(inference):
+            yield
+
+    def monitored_network(self, name: str) -> nn.Module:
+        """The network ``name`` of :attr:`monitored_networks` (in eval mode during validation, like the others)."""
+        raise NotImplementedError(f"{type(self).__name__} lists {name!r} in monitored_networks but does not "
+                                  f"implement monitored_network.")
+
+    @contextmanager
+    def evaluating(self, network: nn.Module):
+        """Temporarily make ``network`` ``self.network``, so nnU-Net's validation code evaluates it."""
+        current, self.network = self.network, network
         try:
             yield
         finally:
-            self.network = training_network
+            self.network = current
 
     def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's validation step of the inference network, plus, for each monitored network, its hard
+        true/false positive/negative counts under ``<name>:tp_hard`` etc. (one more forward per network)."""
+        outputs = {}
+        for name in self.monitored_networks:
+            # nnU-Net's step zeroes the ignore label of the target in place: each pass gets its own copy
+            target = batch["target"]
+            copy = dict(batch, target=[t.clone() for t in target] if isinstance(target, list) else target.clone())
+            with self.evaluating(self.monitored_network(name)):
+                counts = super().validation_step(copy)
+            outputs.update({f"{name}:{key}": counts[key] for key in HARD_COUNTS})
         with self.evaluating_inference_network():
-            return super().validation_step(batch)
+            outputs.update(super().validation_step(batch))
+        return outputs
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        network_dice = {name: self.monitored_pseudo_dice(val_outputs, name) for name in self.monitored_networks}
+        super().on_validation_epoch_end(val_outputs)
+        for name, dice in network_dice.items():
+            self.logger.log(f"pseudo_dice_{name}", dice, self.current_epoch)
+            self.print_to_log_file(f"Pseudo dice {name}", [round(d, 4) for d in dice])
+
+    def monitored_pseudo_dice(self, val_outputs: List[dict], name: str) -> List[float]:
+        """Per foreground class, 2·TP / (2·TP + FP + FN) of network ``name`` over the epoch's validation batches
+        (and ranks), as nnU-Net computes its own pseudo Dice; NaN for a class absent from prediction and target."""
+        tp, fp, fn = (all_reduce_sum(torch.as_tensor(np.sum([o[f"{name}:{key}"] for o in val_outputs], axis=0),
+                                                     dtype=torch.float64)).numpy() for key in HARD_COUNTS)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return [float(d) for d in 2 * tp / (2 * tp + fp + fn)]
+
+    def register_log_keys(self) -> None:
+        self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",) +
+                                          tuple(f"pseudo_dice_{name}" for name in self.monitored_networks))
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         with self.evaluating_inference_network():
@@ -462,7 +510,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
             raise RuntimeError(f"This checkpoint has no '{CHECKPOINT_KEY}' state, so it was not written by an "
                                f"nnunetv2_scdl semi-supervised trainer and {type(self).__name__} cannot resume it. "
                                f"To start from its weights use nnUNetv2_train ... -pretrained_weights instead.")
-        self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",))
+        self.register_log_keys()
         inference = self.inference_network()
         training_network = unwrap_network(self.network)
         if inference is not training_network:
