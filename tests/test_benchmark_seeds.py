@@ -6,6 +6,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nnunetv2_scdl.cli import benchmark, benchmark_report
@@ -71,6 +72,18 @@ def test_summary_is_small_and_keeps_what_reports_need():
     record = summary_record(made)
     assert record.iterations == 150 and record.iterations_per_epoch == 15 and record.class_dice(2) == pytest.approx(0.5)
     assert len(json.dumps(made)) < 5000
+    assert "network_pseudo_dice" not in made["training"] and "by_network" not in made["learned"]
+
+
+def test_summary_keeps_each_monitored_network_curve():
+    student = [[0.0, 0.0], [0.0, 0.0], [0.2, 0.1], [0.3, 0.2], [0.4, 0.3]]
+    made = make_summary(MT, settings(0, 5, 15, "cpu"), ["nnUNetv2_scdl_benchmark"], evaluation(0.7, 0.5),
+                        {"seconds": 60.0, "epochs": 5, "pseudo_dice": [[0.1, 0.1]] * 5,
+                         "network_pseudo_dice": {"student": student}})
+    assert made["learned"]["by_network"] == {"student": {"1": {"epoch": 2, "step": 45}, "2": {"epoch": 2, "step": 45}}}
+    rows = dict(summary_record(json.loads(json.dumps(made))).learning_curves())
+    assert list(rows) == ["MeanTeacher", "MeanTeacher · student"]
+    np.testing.assert_allclose(rows["MeanTeacher · student"][1], [0.0, 0.0, 0.2, 0.3, 0.4])
 
 
 def test_seed_spread_is_the_pooled_sd_of_mean_dice():
