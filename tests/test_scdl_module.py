@@ -150,6 +150,31 @@ def test_eval_mode_is_deterministic_and_train_mode_is_not():
     assert not torch.equal(scdl(tokens).priors, scdl(tokens).priors)
 
 
+def test_inference_forward_gives_the_full_eval_forward_s_priors_bit_for_bit():
+    """The inference forward (eval, no autograd, no losses) takes shortcuts: it computes only the S_prior proxy
+    samples r^dist uses and takes r^tok = ẑ. Its priors must equal those of the full eval forward (all S samples,
+    autograd on, nothing cached), written out here from the paper's formulas."""
+    torch.manual_seed(0)
+    scdl = small_scdl(num_samples=6, num_prior_samples=3, num_embedding_samples=2).eval()
+    with torch.no_grad():
+        scdl.class_proxies.rho.copy_(torch.randn_like(scdl.class_proxies.rho))  # σ_c differ per dimension
+        scdl.sigma_emb.fill_(0.5)  # r^tok would change if noise were drawn
+    tokens = torch.randn(2, 10, 6)
+    with torch.no_grad():
+        fast = scdl(tokens, compute_losses=False)
+    full = scdl(tokens)
+    for name in ("embeddings", "mean_similarity", "log_joint", "priors"):
+        assert torch.equal(getattr(fast, name), getattr(full, name)), name
+    unit_z = F.normalize(scdl.projection(tokens), dim=-1)
+    unit_samples = F.normalize(scdl.class_proxies.mu.unsqueeze(1) + scdl.class_proxies.sigma.unsqueeze(1)
+                               * scdl.class_proxies.eval_noise[:, :3], dim=-1)  # the first S_prior fixed samples
+    similarity = torch.einsum("bld,csd->blcs", unit_z, unit_samples)
+    expected = torch.cat([distribution_weighted_prior(similarity, unit_samples, scdl.tau_e2p),
+                          centre_similarity_prior(full.log_joint.exp(), F.normalize(scdl.class_proxies.mu, dim=-1)),
+                          unit_z], dim=-1)
+    torch.testing.assert_close(fast.priors, expected)
+
+
 def test_mean_sample_similarity_is_the_mean_over_all_samples():
     torch.manual_seed(0)
     scdl = small_scdl(num_samples=6, num_prior_samples=2).eval()

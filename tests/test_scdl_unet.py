@@ -137,8 +137,8 @@ def test_eval_is_deterministic_with_live_priors(token_source):
 
 
 def test_inference_reuses_parameter_derived_tensors_until_the_weights_change():
-    """Eval + no_grad caches μ̂, the proxy samples and the folded head weights; any in-place weight update (an
-    optimiser step, an EMA update, load_state_dict) must invalidate them."""
+    """Eval + no_grad caches μ̂, the proxy samples (from μ and ρ) and the folded head weights; any in-place weight
+    update (an optimiser step, an EMA update, load_state_dict) must invalidate them."""
     _, net = make_net(ANISO)
     randomise_projections(net)
     x = torch.randn(2, 1, *ANISO["patch"])
@@ -148,8 +148,8 @@ def test_inference_reuses_parameter_derived_tensors_until_the_weights_change():
         first = net(x)
         assert len(net.scdl.eval_cache._entries) == 2  # proxy geometry and the folded head
         torch.testing.assert_close(net(x), first, atol=0, rtol=0)
-        for parameter in (net.scdl.class_proxies.mu, net.scdl.prior_projections.maps[-1].weight,
-                          net.decoder.seg_layers[-1].weight):
+        for parameter in (net.scdl.class_proxies.mu, net.scdl.class_proxies.rho,
+                          net.scdl.prior_projections.maps[-1].weight, net.decoder.seg_layers[-1].weight):
             parameter.mul_(1.5)
             updated = net(x)
             net.scdl.eval_cache.clear()

@@ -152,21 +152,30 @@ class SCDL(nn.Module):
         self.eval_cache = ParameterDerivedCache()
 
     # ------------------------------------------------------------------------------------------------- forward
-    def proxy_geometry(self) -> Tuple[Tensor, Tensor, Tensor]:
+    def proxy_geometry(self, with_mean_sample: bool = True) -> Tuple[Tensor, Optional[Tensor], Tensor]:
         """μ̂ [C, D], the mean unit sample mean_s p̂_{c,s} [C, D] and the unit samples r^dist uses [C, S_prior, D].
 
         In eval mode without autograd they depend only on μ and ρ (the eval noise is fixed), so they are cached
-        until those change.
+        until those change. There, ``with_mean_sample=False`` (the forward without losses, i.e. inference) returns
+        None for the mean and computes only the S_prior samples r^dist needs: the same values as the first S_prior
+        of all S, since eval samples are the fixed noise rows. Training always draws all S samples at once.
         """
         proxies = self.class_proxies
+        cached = not self.training and not torch.is_grad_enabled()
+        if cached and not with_mean_sample:
+            def compute_prior_geometry():
+                return (F.normalize(proxies.mu, dim=-1), None,
+                        F.normalize(proxies.sample(self.num_prior_samples), dim=-1))
+
+            return self.eval_cache.get("prior_geometry", (proxies.mu, proxies.rho), compute_prior_geometry,
+                                       enabled=True)
 
         def compute():
             unit_samples = F.normalize(proxies.sample(self.num_samples), dim=-1)  # p̂ [C, S, D]
             return (F.normalize(proxies.mu, dim=-1), unit_samples.mean(dim=1),
                     unit_samples[:, :self.num_prior_samples])
 
-        return self.eval_cache.get("proxy_geometry", (proxies.mu, proxies.rho), compute,
-                                   enabled=not self.training and not torch.is_grad_enabled())
+        return self.eval_cache.get("proxy_geometry", (proxies.mu, proxies.rho), compute, enabled=cached)
 
     def forward(self, tokens: Tensor, compute_priors: bool = True, compute_losses: bool = True) -> SCDLOutput:
         """``tokens``: [B, L, D_x] token features → ``SCDLOutput``. Runs in fp32 with autocast disabled.
@@ -182,7 +191,7 @@ class SCDL(nn.Module):
             if not self.projection_in_autocast:
                 z = self.projection(tokens.float())
             unit_z = F.normalize(z, dim=-1)
-            unit_mu, mean_unit_sample, prior_samples = self.proxy_geometry()
+            unit_mu, mean_unit_sample, prior_samples = self.proxy_geometry(with_mean_sample=compute_losses)
             mean_similarity = unit_z @ unit_mu.transpose(0, 1)  # G
             # Ā = mean_s ⟨ẑ, p̂_s⟩ = ⟨ẑ, mean_s p̂_s⟩: O(L·C·D) whatever S is.
             mean_sample_similarity = unit_z @ mean_unit_sample.transpose(0, 1) if compute_losses else None
@@ -196,7 +205,9 @@ class SCDL(nn.Module):
                 priors = torch.cat([
                     distribution_weighted_prior(sample_similarity, prior_samples, self.tau_e2p),
                     centre_similarity_prior(log_joint.exp(), unit_mu),
-                    token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=self.training),
+                    # without noise (eval mode) r^tok is ẑ itself
+                    token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=True)
+                    if self.training and self.num_embedding_samples > 0 else unit_z,
                 ], dim=-1)
         return SCDLOutput(z, unit_z, mean_similarity, mean_sample_similarity, log_e2p, log_p2e, log_joint, priors)
 
