@@ -15,14 +15,16 @@ products and convolutions) are counted too: they do not depend on the machine's 
 
     python benchmarks/trainer_step_cost.py -d 4 -p nnUNetPlans_cpu --threads 1 --rounds 8 [--hosts nnUNetTrainerGACPS]
 
-Needs ``nnUNet_preprocessed`` with the dataset's plans; nothing is written.
+Needs ``nnUNet_preprocessed`` with the dataset's plans. Nothing is written there or in ``nnUNet_results`` (the
+trainers' log files go to a temporary folder).
 """
 import argparse
-import os
-from contextlib import contextmanager
 import statistics
+import tempfile
 import time
+from contextlib import contextmanager
 
+from trainer_pairs import build_trainer, median_overhead, scdl_pairs
 
 
 def parse_args(argv=None):
@@ -41,25 +43,6 @@ def parse_args(argv=None):
     if args.rounds < 1 or args.warmup < 0:
         parser.error("--rounds must be at least 1 and --warmup non-negative")
     return args
-
-
-def build_trainer(name: str, dataset: str, plans_name: str, configuration: str):
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import join, load_json
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    from nnunetv2_scdl.training.registry import ALL_TRAINERS
-
-    if name not in ALL_TRAINERS:
-        raise SystemExit(f"unknown trainer {name}; known: {', '.join(sorted(ALL_TRAINERS))}")
-    folder = join(nnUNet_preprocessed, maybe_convert_to_dataset_name(dataset))
-    plans = load_json(join(folder, plans_name + ".json"))
-    plans["continue_training"] = False  # nnUNetv2_train's run_training sets it; nnU-Net 2.8's trainer pops it
-    trainer = ALL_TRAINERS[name](plans, configuration, 0, load_json(join(folder, "dataset.json")),
-                                 torch.device("cpu"))
-    trainer.initialize()
-    return trainer
 
 
 def synthetic_batch(trainer, seed: int):
@@ -130,39 +113,32 @@ def step_flops(trainer, batch) -> tuple:
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("nnUNet_results", "/tmp/trainer_step_cost_results")
     import torch
 
     torch.set_num_threads(args.threads)
-    from nnunetv2_scdl.evaluation.benchmark_report import SCDL_PAIRS
-
-    scdl_of = dict(SCDL_PAIRS)
-    hosts = args.hosts or list(scdl_of)
-    unknown = [h for h in hosts if h not in scdl_of]
-    if unknown:
-        raise SystemExit(f"no SCDL variant known for {', '.join(unknown)}; hosts: {', '.join(scdl_of)}")
     rows = []
-    for host in hosts:
-        names = (host, scdl_of[host] + args.variant)
-        trainers = [build_trainer(name, args.dataset, args.plans, args.configuration) for name in names]
-        times = {(name, kind): [] for name in names for kind in ("train", "infer")}
-        flops = [step_flops(trainer, synthetic_batch(trainer, 0)) for trainer in trainers]
-        for round_ in range(args.warmup + args.rounds):
-            for name, trainer in zip(names, trainers):
-                batch = synthetic_batch(trainer, round_)
-                train, infer = train_seconds(trainer, batch), infer_seconds(trainer, batch)
-                if round_ >= args.warmup:
-                    times[name, "train"].append(train)
-                    times[name, "infer"].append(infer)
-            print(f"{host}: round {round_ + 1}/{args.warmup + args.rounds}", flush=True)
-        row = [host]
-        for kind in ("train", "infer"):
-            host_times, scdl_times = times[names[0], kind], times[names[1], kind]
-            ratio = statistics.median(s / h - 1 for h, s in zip(host_times, scdl_times))
-            index = ("train", "infer").index(kind)
-            row += [f"{1000 * statistics.median(host_times):.0f}", f"{1000 * statistics.median(scdl_times):.0f}",
-                    f"{100 * ratio:+.1f} %", f"{100 * (flops[1][index] / flops[0][index] - 1):+.1f} %"]
-        rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="trainer_step_cost_") as results:  # the trainers' log files
+        for names in scdl_pairs(args.hosts, args.variant):
+            host = names[0]
+            trainers = [build_trainer(name, args.dataset, args.plans, args.configuration, results) for name in names]
+            times = {(name, kind): [] for name in names for kind in ("train", "infer")}
+            flops = [step_flops(trainer, synthetic_batch(trainer, 0)) for trainer in trainers]
+            for round_ in range(args.warmup + args.rounds):
+                for name, trainer in zip(names, trainers):
+                    batch = synthetic_batch(trainer, round_)
+                    train, infer = train_seconds(trainer, batch), infer_seconds(trainer, batch)
+                    if round_ >= args.warmup:
+                        times[name, "train"].append(train)
+                        times[name, "infer"].append(infer)
+                print(f"{host}: round {round_ + 1}/{args.warmup + args.rounds}", flush=True)
+            row = [host]
+            for kind in ("train", "infer"):
+                host_times, scdl_times = times[names[0], kind], times[names[1], kind]
+                index = ("train", "infer").index(kind)
+                row += [f"{1000 * statistics.median(host_times):.0f}", f"{1000 * statistics.median(scdl_times):.0f}",
+                        f"{100 * median_overhead(host_times, scdl_times):+.1f} %",
+                        f"{100 * (flops[1][index] / flops[0][index] - 1):+.1f} %"]
+            rows.append(row)
     header = ["X", "X train ms", "SCDL-X train ms", "train overhead", "train FLOP overhead", "X infer ms",
               "SCDL-X infer ms", "infer overhead", "infer FLOP overhead"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -1,0 +1,194 @@
+"""What SCDL costs at inference, measured through nnU-Net's own prediction pipeline (what ``nnUNetv2_predict`` runs).
+
+For each host X given, builds X and SCDL-X (``nnUNetTrainerSCDL_<X>``) from the dataset's plans as ``nnUNetv2_train``
+does (``trainer_pairs.build_trainer``, same seed, so the host weights are identical), saves each trainer's
+initialised weights as a model folder (``plans.json``, ``dataset.json``, ``fold_0/checkpoint_final.pth`` written by
+the trainer's own ``save_checkpoint``) in a temporary folder, and loads it with
+``nnUNetPredictor.initialize_from_trained_model_folder``, as ``nnUNetv2_predict`` does. It then times, interleaved
+X / SCDL-X (the order alternates between rounds), ``predict_from_files_sequential`` on the first ``--cases`` raw
+images of ``$nnUNet_raw/<dataset>/imagesTr``: preprocessing, sliding window (tile step 0.5, Gaussian weighting),
+mirroring test-time augmentation (on by default), resampling and export of each segmentation, on the CPU.
+``nnUNetv2_predict -device cpu -npp 0 -nps 0`` runs exactly this, with nnU-Net's progress bar turned off here.
+
+Times are process CPU seconds, so they hold up on a machine that is busy with other work (use ``--threads 1``; it
+also limits SimpleITK to one thread). Before the rounds, each predictor predicts the first case once, untimed. The
+table gives per host the CPU seconds per case (median over rounds) and the overhead, the median over rounds of
+SCDL-X / X − 1, and for reference the floating-point overhead of one patch forward of the predictor's network
+(``torch.utils.flop_counter``: convolutions and matrix products). Example::
+
+    python benchmarks/predict_cost.py -d 4 -p nnUNetPlans_cpu --threads 1 --cases 10 --rounds 3 \\
+        [--hosts nnUNetTrainerMeanTeacher nnUNetTrainerGACPS]
+
+Needs ``nnUNet_raw`` and ``nnUNet_preprocessed`` with the dataset; nothing is written there or in ``nnUNet_results``
+(model folders, predictions and the trainers' log files live in a temporary folder that is removed at the end).
+"""
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import tempfile
+import time
+from typing import List, Sequence
+
+from trainer_pairs import build_trainer, median_overhead, scdl_pairs
+
+CHECKPOINT_NAME = "checkpoint_final.pth"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans_cpu")
+    parser.add_argument("-c", "--configuration", default="3d_fullres")
+    parser.add_argument("--hosts", nargs="+", default=None,
+                        help="host trainers X, e.g. nnUNetTrainerGACPS (default: the five hosts with an SCDL variant)")
+    parser.add_argument("--variant", default="", choices=("", "_released"),
+                        help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
+    parser.add_argument("--cases", type=int, default=10, help="raw images predicted per round (the first N of imagesTr)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (each: every case with X and SCDL-X)")
+    parser.add_argument("--step-size", type=float, default=0.5, help="tile step size (nnUNetv2_predict -step_size)")
+    parser.add_argument("--disable-tta", action="store_true", help="no mirroring (nnUNetv2_predict --disable_tta)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.cases < 1 or args.rounds < 1 or args.threads < 1:
+        parser.error("--cases, --rounds and --threads must be at least 1")
+    if not 0 < args.step_size <= 1:
+        parser.error(f"--step-size must lie in (0, 1], got {args.step_size}")
+    return args
+
+
+def limit_threads(threads: int) -> None:
+    """torch, its OpenMP/BLAS pools and SimpleITK use ``threads`` threads (call before the first prediction)."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    import SimpleITK
+    import torch
+
+    torch.set_num_threads(threads)
+    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def write_model_folder(trainer, folder: str) -> str:
+    """A model folder as ``nnUNetv2_train`` leaves it and ``nnUNetPredictor`` loads it: ``plans.json``,
+    ``dataset.json`` and ``fold_0/checkpoint_final.pth``, the latter written by the trainer's own
+    ``save_checkpoint`` (so it holds the trainer's inference network). Returns ``folder``.
+
+    The checkpoint carries the mirroring axes of test-time augmentation; nnU-Net sets them when training starts
+    (``configure_rotation_dummyDA_mirroring_and_inital_patch_size``), so they are set here the same way. Without
+    them the predictor would not mirror."""
+    from batchgenerators.utilities.file_and_folder_operations import join, maybe_mkdir_p, save_json
+
+    trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    maybe_mkdir_p(join(folder, "fold_0"))
+    save_json(trainer.plans_manager.plans, join(folder, "plans.json"), sort_keys=False)
+    save_json(trainer.dataset_json, join(folder, "dataset.json"), sort_keys=False)
+    trainer.save_checkpoint(join(folder, "fold_0", CHECKPOINT_NAME))
+    return folder
+
+
+def load_predictor(model_folder: str, step_size: float = 0.5, use_mirroring: bool = True):
+    """``nnUNetPredictor`` on the CPU, set up as ``nnUNetv2_predict -device cpu`` sets it up (Gaussian weighting;
+    nnU-Net turns ``perform_everything_on_device`` off on the CPU), with fold 0 of ``model_folder``."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunetv2_scdl.cli.commands import external_trainer_path
+
+    os.environ["nnUNet_extTrainer"] = external_trainer_path(
+        [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p])
+    predictor = nnUNetPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=use_mirroring,
+                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(model_folder, (0,), checkpoint_name=CHECKPOINT_NAME)
+    return predictor
+
+
+def raw_cases(raw_folder: str, file_ending: str, count: int) -> List[List[str]]:
+    """The first ``count`` cases of ``raw_folder`` (sorted by case name), each the list of its channel files."""
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    if not os.path.isdir(raw_folder):
+        raise SystemExit(f"no raw images at {raw_folder} (is nnUNet_raw set to the dataset's raw data?)")
+    cases = create_lists_from_splitted_dataset_folder(raw_folder, file_ending)
+    if len(cases) < count:
+        raise SystemExit(f"{raw_folder} holds {len(cases)} cases with file ending {file_ending}, {count} requested")
+    return cases[:count]
+
+
+def predict_seconds(predictor, cases: Sequence[Sequence[str]], output_folder: str) -> float:
+    """Process CPU seconds of ``predict_from_files_sequential`` on ``cases`` (segmentations written to
+    ``output_folder``, overwritten); nnU-Net's per-case messages are swallowed."""
+    os.makedirs(output_folder, exist_ok=True)
+    started = time.process_time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        predictor.predict_from_files_sequential([list(case) for case in cases], output_folder,
+                                                save_probabilities=False, overwrite=True)
+    return time.process_time() - started
+
+
+def patch_flops(predictor) -> int:
+    """Floating-point operations of one forward of the predictor's network on one patch (eval, no autograd)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network = predictor.network.eval()
+    patch = torch.zeros(1, network_input_channels(predictor), *predictor.configuration_manager.patch_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(patch)
+    return counter.get_total_flops()
+
+
+def network_input_channels(predictor) -> int:
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    return determine_num_input_channels(predictor.plans_manager, predictor.configuration_manager,
+                                        predictor.dataset_json)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    limit_threads(args.threads)
+    from batchgenerators.utilities.file_and_folder_operations import join
+    from nnunetv2.paths import nnUNet_raw
+    from tqdm import tqdm
+
+    pairs = scdl_pairs(args.hosts, args.variant)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="predict_cost_") as scratch, \
+            tqdm(total=len(pairs) * args.rounds, desc="rounds", unit="round") as progress:
+        for host, scdl in pairs:
+            predictors, cases = {}, None
+            for name in (host, scdl):
+                with contextlib.redirect_stdout(io.StringIO()):  # the trainers' and the predictor's start-up messages
+                    trainer = build_trainer(name, args.dataset, args.plans, args.configuration,
+                                            join(scratch, "results"))
+                    folder = write_model_folder(trainer, join(scratch, "models", name))
+                    if cases is None:
+                        cases = raw_cases(join(nnUNet_raw, trainer.plans_manager.dataset_name, "imagesTr"),
+                                          trainer.dataset_json["file_ending"], args.cases)
+                    del trainer
+                    predictors[name] = load_predictor(folder, args.step_size, not args.disable_tta)
+                predict_seconds(predictors[name], cases[:1], join(scratch, "predictions", name))  # warm-up
+            flops = {name: patch_flops(predictor) for name, predictor in predictors.items()}
+            seconds = {host: [], scdl: []}
+            for round_ in range(args.rounds):
+                progress.set_postfix_str(host)
+                for name in ((host, scdl) if round_ % 2 == 0 else (scdl, host)):
+                    seconds[name].append(predict_seconds(predictors[name], cases, join(scratch, "predictions", name))
+                                         / len(cases))
+                progress.update()
+            rows.append([host, str(len(cases)), f"{statistics.median(seconds[host]):.2f}",
+                         f"{statistics.median(seconds[scdl]):.2f}",
+                         f"{100 * median_overhead(seconds[host], seconds[scdl]):+.1f} %",
+                         f"{100 * (flops[scdl] / flops[host] - 1):+.1f} %"])
+            progress.write(f"{host}: X {', '.join(f'{s:.2f}' for s in seconds[host])} s/case; SCDL-X "
+                           f"{', '.join(f'{s:.2f}' for s in seconds[scdl])} s/case")
+    header = ["X", "cases", "X s/case", "SCDL-X s/case", "overhead per case", "FLOP overhead per patch"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
