@@ -11,10 +11,10 @@ mirroring test-time augmentation (on by default), resampling and export of each 
 ``nnUNetv2_predict -device cpu -npp 0 -nps 0`` runs exactly this, with nnU-Net's progress bar turned off here.
 
 Times are process CPU seconds, so they hold up on a machine that is busy with other work (use ``--threads 1``; it
-also limits SimpleITK to one thread). Before the rounds, each predictor predicts the first case once, untimed. The
-table gives per host the CPU seconds per case (median over rounds) and the overhead, the median over rounds of
-SCDL-X / X − 1, and for reference the floating-point overhead of one patch forward of the predictor's network
-(``torch.utils.flop_counter``: convolutions and matrix products). Example::
+also limits SimpleITK to one thread). Before the rounds, each predictor predicts the first case ``--warmup`` times
+(default once), untimed. The table gives per host the CPU seconds per case (median over rounds) and the overhead,
+the median over rounds of SCDL-X / X − 1, and for reference the floating-point overhead of one patch forward of the
+predictor's network (``torch.utils.flop_counter``: convolutions and matrix products). Example::
 
     python benchmarks/predict_cost.py -d 4 -p nnUNetPlans_cpu --threads 1 --cases 10 --rounds 3 \\
         [--hosts nnUNetTrainerMeanTeacher nnUNetTrainerGACPS]
@@ -47,12 +47,14 @@ def parse_args(argv=None):
                         help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
     parser.add_argument("--cases", type=int, default=10, help="raw images predicted per round (the first N of imagesTr)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (each: every case with X and SCDL-X)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed predictions of the first case by each predictor before the rounds")
     parser.add_argument("--step-size", type=float, default=0.5, help="tile step size (nnUNetv2_predict -step_size)")
     parser.add_argument("--disable-tta", action="store_true", help="no mirroring (nnUNetv2_predict --disable_tta)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.cases < 1 or args.rounds < 1 or args.threads < 1:
-        parser.error("--cases, --rounds and --threads must be at least 1")
+    if args.cases < 1 or args.rounds < 1 or args.threads < 1 or args.warmup < 0:
+        parser.error("--cases, --rounds and --threads must be at least 1, --warmup non-negative")
     if not 0 < args.step_size <= 1:
         parser.error(f"--step-size must lie in (0, 1], got {args.step_size}")
     return args
@@ -169,7 +171,8 @@ def main(argv=None):
                                           trainer.dataset_json["file_ending"], args.cases)
                     del trainer
                     predictors[name] = load_predictor(folder, args.step_size, not args.disable_tta)
-                predict_seconds(predictors[name], cases[:1], join(scratch, "predictions", name))  # warm-up
+                for _ in range(args.warmup):
+                    predict_seconds(predictors[name], cases[:1], join(scratch, "predictions", name))
             flops = {name: patch_flops(predictor) for name, predictor in predictors.items()}
             seconds = {host: [], scdl: []}
             for round_ in range(args.rounds):
