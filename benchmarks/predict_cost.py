@@ -14,7 +14,8 @@ Times are process CPU seconds, so they hold up on a machine that is busy with ot
 also limits SimpleITK to one thread). Before the rounds, each predictor predicts the first case ``--warmup`` times
 (default once), untimed. The table gives per host the CPU seconds per case (median over rounds) and the overhead,
 the median over rounds of SCDL-X / X − 1, and for reference the floating-point overhead of one patch forward of the
-predictor's network (``torch.utils.flop_counter``: convolutions and matrix products). Example::
+predictor's network (``torch.utils.flop_counter``: convolutions and matrix products) and the share of it in SCDL's
+projection MLP; ``--rounds 0`` counts the FLOPs only. Example::
 
     python benchmarks/predict_cost.py -d 4 -p nnUNetPlans_cpu --threads 1 --cases 10 --rounds 3 \\
         [--hosts nnUNetTrainerMeanTeacher nnUNetTrainerGACPS]
@@ -29,7 +30,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from trainer_pairs import build_trainer, median_overhead, scdl_pairs
 
@@ -46,15 +47,16 @@ def parse_args(argv=None):
     parser.add_argument("--variant", default="", choices=("", "_released"),
                         help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
     parser.add_argument("--cases", type=int, default=10, help="raw images predicted per round (the first N of imagesTr)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (each: every case with X and SCDL-X)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timed rounds (each: every case with X and SCDL-X); 0: count the FLOPs only")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed predictions of the first case by each predictor before the rounds")
     parser.add_argument("--step-size", type=float, default=0.5, help="tile step size (nnUNetv2_predict -step_size)")
     parser.add_argument("--disable-tta", action="store_true", help="no mirroring (nnUNetv2_predict --disable_tta)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.cases < 1 or args.rounds < 1 or args.threads < 1 or args.warmup < 0:
-        parser.error("--cases, --rounds and --threads must be at least 1, --warmup non-negative")
+    if args.cases < 1 or args.threads < 1 or args.rounds < 0 or args.warmup < 0:
+        parser.error("--cases and --threads must be at least 1, --rounds and --warmup non-negative")
     if not 0 < args.step_size <= 1:
         parser.error(f"--step-size must lie in (0, 1], got {args.step_size}")
     return args
@@ -129,8 +131,9 @@ def predict_seconds(predictor, cases: Sequence[Sequence[str]], output_folder: st
     return time.process_time() - started
 
 
-def patch_flops(predictor) -> int:
-    """Floating-point operations of one forward of the predictor's network on one patch (eval, no autograd)."""
+def patch_flops(predictor) -> Tuple[int, int]:
+    """Floating-point operations of one forward of the predictor's network on one patch (eval, no autograd): all of
+    them, and those of SCDL's projection MLPs (modules named ``*scdl.projection``; 0 without SCDL)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -138,7 +141,9 @@ def patch_flops(predictor) -> int:
     patch = torch.zeros(1, network_input_channels(predictor), *predictor.configuration_manager.patch_size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         network(patch)
-    return counter.get_total_flops()
+    projection = sum(sum(counts.values()) for module, counts in counter.get_flop_counts().items()
+                     if module.endswith("scdl.projection"))
+    return counter.get_total_flops(), projection
 
 
 def network_input_channels(predictor) -> int:
@@ -171,7 +176,7 @@ def main(argv=None):
                                           trainer.dataset_json["file_ending"], args.cases)
                     del trainer
                     predictors[name] = load_predictor(folder, args.step_size, not args.disable_tta)
-                for _ in range(args.warmup):
+                for _ in range(args.warmup if args.rounds else 0):
                     predict_seconds(predictors[name], cases[:1], join(scratch, "predictions", name))
             flops = {name: patch_flops(predictor) for name, predictor in predictors.items()}
             seconds = {host: [], scdl: []}
@@ -181,13 +186,16 @@ def main(argv=None):
                     seconds[name].append(predict_seconds(predictors[name], cases, join(scratch, "predictions", name))
                                          / len(cases))
                 progress.update()
-            rows.append([host, str(len(cases)), f"{statistics.median(seconds[host]):.2f}",
-                         f"{statistics.median(seconds[scdl]):.2f}",
-                         f"{100 * median_overhead(seconds[host], seconds[scdl]):+.1f} %",
-                         f"{100 * (flops[scdl] / flops[host] - 1):+.1f} %"])
-            progress.write(f"{host}: X {', '.join(f'{s:.2f}' for s in seconds[host])} s/case; SCDL-X "
-                           f"{', '.join(f'{s:.2f}' for s in seconds[scdl])} s/case")
-    header = ["X", "cases", "X s/case", "SCDL-X s/case", "overhead per case", "FLOP overhead per patch"]
+            timed = [f"{statistics.median(seconds[host]):.2f}", f"{statistics.median(seconds[scdl]):.2f}",
+                     f"{100 * median_overhead(seconds[host], seconds[scdl]):+.1f} %"] if args.rounds else ["–"] * 3
+            rows.append([host, str(len(cases)), *timed, f"{flops[host][0] / 1e9:.2f}",
+                         f"{100 * (flops[scdl][0] / flops[host][0] - 1):+.1f} %",
+                         f"{100 * flops[scdl][1] / flops[host][0]:.1f} %"])
+            if args.rounds:
+                progress.write(f"{host}: X {', '.join(f'{s:.2f}' for s in seconds[host])} s/case; SCDL-X "
+                               f"{', '.join(f'{s:.2f}' for s in seconds[scdl])} s/case")
+    header = ["X", "cases", "X s/case", "SCDL-X s/case", "overhead per case", "X GFLOP per patch",
+              "FLOP overhead per patch", "of which SCDL's MLP"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
