@@ -4,16 +4,18 @@ For each host X given, builds X and SCDL-X (``nnUNetTrainerSCDL_<X>``) from the 
 does (``trainer_pairs.build_trainer``, same seed, so the host weights are identical), saves each trainer's
 initialised weights as a model folder (``plans.json``, ``dataset.json``, ``fold_0/checkpoint_final.pth`` written by
 the trainer's own ``save_checkpoint``) in a temporary folder, and loads it with
-``nnUNetPredictor.initialize_from_trained_model_folder``, as ``nnUNetv2_predict`` does. It then times, interleaved
-X / SCDL-X (the order alternates between rounds), ``predict_from_files_sequential`` on the first ``--cases`` raw
-images of ``$nnUNet_raw/<dataset>/imagesTr``: preprocessing, sliding window (tile step 0.5, Gaussian weighting),
-mirroring test-time augmentation (on by default), resampling and export of each segmentation, on the CPU.
-``nnUNetv2_predict -device cpu -npp 0 -nps 0`` runs exactly this, with nnU-Net's progress bar turned off here.
+``nnUNetPredictor.initialize_from_trained_model_folder``, as ``nnUNetv2_predict`` does. It then times
+``predict_from_files_sequential`` on each of the first ``--cases`` raw images of ``$nnUNet_raw/<dataset>/imagesTr``:
+preprocessing, sliding window (tile step 0.5, Gaussian weighting), mirroring test-time augmentation (on by default),
+resampling and export of the segmentation, on the CPU. ``nnUNetv2_predict -device cpu -npp 0 -nps 0`` runs exactly
+this, with nnU-Net's progress bar turned off here. X and SCDL-X predict each case back to back, in alternating
+order, so that each pair of timings meets the same load on a busy machine.
 
 Times are process CPU seconds, so they hold up on a machine that is busy with other work (use ``--threads 1``; it
 also limits SimpleITK to one thread). Before the rounds, each predictor predicts the first case ``--warmup`` times
-(default once), untimed. The table gives per host the CPU seconds per case (median over rounds) and the overhead,
-the median over rounds of SCDL-X / X − 1, and for reference the floating-point overhead of one patch forward of the
+(default once), untimed. The table gives per host the CPU seconds per case (the median over rounds of each round's
+mean), the overhead, the median over all (case, round) pairs of SCDL-X / X − 1, with the quartiles of those ratios
+(their spread is the measurement's noise), and for reference the floating-point overhead of one patch forward of the
 predictor's network (``torch.utils.flop_counter``: convolutions and matrix products) and the share of it in SCDL's
 projection MLP; ``--rounds 0`` counts the FLOPs only. Example::
 
@@ -179,22 +181,32 @@ def main(argv=None):
                 for _ in range(args.warmup if args.rounds else 0):
                     predict_seconds(predictors[name], cases[:1], join(scratch, "predictions", name))
             flops = {name: patch_flops(predictor) for name, predictor in predictors.items()}
-            seconds = {host: [], scdl: []}
+            seconds = {host: [], scdl: []}  # per round, per case
             for round_ in range(args.rounds):
                 progress.set_postfix_str(host)
-                for name in ((host, scdl) if round_ % 2 == 0 else (scdl, host)):
-                    seconds[name].append(predict_seconds(predictors[name], cases, join(scratch, "predictions", name))
-                                         / len(cases))
+                for name in seconds:
+                    seconds[name].append([])
+                for index, case in enumerate(cases):  # X and SCDL-X on one case back to back, order alternating
+                    for name in ((host, scdl) if (round_ + index) % 2 == 0 else (scdl, host)):
+                        seconds[name][-1].append(predict_seconds(predictors[name], [case],
+                                                                 join(scratch, "predictions", name)))
                 progress.update()
-            timed = [f"{statistics.median(seconds[host]):.2f}", f"{statistics.median(seconds[scdl]):.2f}",
-                     f"{100 * median_overhead(seconds[host], seconds[scdl]):+.1f} %"] if args.rounds else ["–"] * 3
-            rows.append([host, str(len(cases)), *timed, f"{flops[host][0] / 1e9:.2f}",
-                         f"{100 * (flops[scdl][0] / flops[host][0] - 1):+.1f} %",
-                         f"{100 * flops[scdl][1] / flops[host][0]:.1f} %"])
+            row = [host, str(len(cases))]
             if args.rounds:
-                progress.write(f"{host}: X {', '.join(f'{s:.2f}' for s in seconds[host])} s/case; SCDL-X "
-                               f"{', '.join(f'{s:.2f}' for s in seconds[scdl])} s/case")
-    header = ["X", "cases", "X s/case", "SCDL-X s/case", "overhead per case", "X GFLOP per patch",
+                per_case = {name: [sum(times) / len(times) for times in seconds[name]] for name in seconds}
+                pairs = [[t for times in seconds[name] for t in times] for name in (host, scdl)]
+                quartiles = statistics.quantiles([s / h - 1 for h, s in zip(*pairs)], n=4) if len(pairs[0]) > 1 \
+                    else [pairs[1][0] / pairs[0][0] - 1] * 3
+                row += [f"{statistics.median(per_case[host]):.2f}", f"{statistics.median(per_case[scdl]):.2f}",
+                        f"{100 * median_overhead(*pairs):+.1f} %",
+                        f"{100 * quartiles[0]:+.1f} % … {100 * quartiles[2]:+.1f} %"]
+                progress.write(f"{host}: mean s/case per round: X {', '.join(f'{t:.2f}' for t in per_case[host])}; "
+                               f"SCDL-X {', '.join(f'{t:.2f}' for t in per_case[scdl])}")
+            else:
+                row += ["–"] * 4
+            rows.append(row + [f"{flops[host][0] / 1e9:.2f}", f"{100 * (flops[scdl][0] / flops[host][0] - 1):+.1f} %",
+                               f"{100 * flops[scdl][1] / flops[host][0]:.1f} %"])
+    header = ["X", "cases", "X s/case", "SCDL-X s/case", "overhead per case", "quartiles", "X GFLOP per patch",
               "FLOP overhead per patch", "of which SCDL's MLP"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
