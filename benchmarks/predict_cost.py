@@ -56,6 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--step-size", type=float, default=0.5, help="tile step size (nnUNetv2_predict -step_size)")
     parser.add_argument("--disable-tta", action="store_true", help="no mirroring (nnUNetv2_predict --disable_tta)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--scdl-first", action="store_true",
+                        help="build, load and warm up SCDL-X before X (the order can shift the timings, see docs)")
     args = parser.parse_args(argv)
     if args.cases < 1 or args.threads < 1 or args.rounds < 0 or args.warmup < 0:
         parser.error("--cases and --threads must be at least 1, --rounds and --warmup non-negative")
@@ -168,7 +170,7 @@ def main(argv=None):
             tqdm(total=len(pairs) * args.rounds, desc="rounds", unit="round") as progress:
         for host, scdl in pairs:
             predictors, cases = {}, None
-            for name in (host, scdl):
+            for name in ((scdl, host) if args.scdl_first else (host, scdl)):
                 with contextlib.redirect_stdout(io.StringIO()):  # the trainers' and the predictor's start-up messages
                     trainer = build_trainer(name, args.dataset, args.plans, args.configuration,
                                             join(scratch, "results"))
