@@ -57,7 +57,7 @@ def parse_args(argv=None):
     parser.add_argument("--disable-tta", action="store_true", help="no mirroring (nnUNetv2_predict --disable_tta)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--scdl-first", action="store_true",
-                        help="build, load and warm up SCDL-X before X (the order can shift the timings, see docs)")
+                        help="build, load and warm up SCDL-X before X (the order shifts the timings, docs/scdl.md §7)")
     args = parser.parse_args(argv)
     if args.cases < 1 or args.threads < 1 or args.rounds < 0 or args.warmup < 0:
         parser.error("--cases and --threads must be at least 1, --rounds and --warmup non-negative")
