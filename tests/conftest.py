@@ -44,6 +44,8 @@ Helpers (importable as ``from conftest import ...``)
 ----------------------------------------------------
 :func:`run_console_command` runs a console script (nnU-Net's or ours) with this Python interpreter and the current
 environment plus overrides, and asserts success with the tail of its output in the failure message.
+:class:`StepsCache` gives a module's in-process trainer tests one run of each trainer's first steps to share (the
+steps test, the resume test and the spy tests read the same trainer), from a module-scoped fixture of that module.
 """
 import itertools
 import json
@@ -266,7 +268,7 @@ def started_trainer(dataset: PlannedPhantom, trainer_class):
 
 @dataclass
 class TrainedSteps:
-    trainer: object  # the trainer after its steps, in its first epoch (on_train_epoch_end not called)
+    trainer: object  # the trainer after its steps, still in its first epoch (on_train_epoch_end not called)
     outputs: List[dict]  # what each train_step returned
     prepared: object = None  # what the cache's ``prepare`` hook returned (spies, snapshots)
 
