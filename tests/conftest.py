@@ -21,6 +21,18 @@ Fixtures
     A copy of the planned phantom (as ``phantom_copy`` makes) whose unlabeled cases are preprocessed, shared by the
     in-process trainer tests of one module; they only read it. Removed at the end of the module.
 
+``phantom_with_ignore_label`` (session)
+    A copy of the planned phantom whose unlabeled cases are preprocessed and whose training labels carry nnU-Net's
+    ignore label on their first two slices (:func:`add_ignore_label`); read-only, shared by the trainer tests of every
+    module that check the ignore label.
+
+``cli_trained`` (session)
+    Factory: ``cli_trained(trainer)`` trains ``trainer`` once per session through the real ``nnUNetv2_train``
+    (:data:`CLI_TRAINING_EPOCHS` epoch × :data:`CLI_TRAINING_ITERATIONS` iterations, CPU) on one shared phantom copy
+    whose unlabeled cases the real ``nnUNetv2_scdl_preprocess_unlabeled`` preprocessed, and returns a
+    :class:`CliTrained` (the dataset, the fold folder and the environment to predict with). Every test that only
+    needs a trained checkpoint of a trainer shares that training; each trainer writes only its own results folder.
+
 ``run_console``
     :func:`run_console_command`, as a fixture.
 
@@ -32,6 +44,8 @@ Helpers (importable as ``from conftest import ...``)
 ----------------------------------------------------
 :func:`run_console_command` runs a console script (nnU-Net's or ours) with this Python interpreter and the current
 environment plus overrides, and asserts success with the tail of its output in the failure message.
+:class:`StepsCache` gives a module's in-process trainer tests one run of each trainer's first steps to share (the
+steps test, the resume test and the spy tests read the same trainer), from a module-scoped fixture of that module.
 """
 import itertools
 import json
@@ -252,6 +266,46 @@ def started_trainer(dataset: PlannedPhantom, trainer_class):
     return trainer
 
 
+@dataclass
+class TrainedSteps:
+    trainer: object  # the trainer after its steps, still in its first epoch (on_train_epoch_end not called)
+    outputs: List[dict]  # what each train_step returned
+    prepared: object = None  # what the cache's ``prepare`` hook returned (spies, snapshots)
+
+
+class StepsCache:
+    """``cache(dataset, trainer_class)``: the trainer started on ``dataset`` (:func:`started_trainer`, with ``env``
+    set) and trained ``steps`` steps, once per dataset and class. For module-scoped fixtures of the in-process trainer
+    tests: the tests that need the same trainer after the same steps share one run. ``prepare(trainer)`` runs before
+    the steps (spies, snapshots). Tests must not train the cached trainers further; :meth:`close` ends their
+    training."""
+
+    def __init__(self, steps: int = 2, env: Optional[Dict[str, str]] = None, prepare=None):
+        self.steps, self.prepare = steps, prepare
+        self.env = {"nnUNet_n_proc_DA": "0", **(env or {})}
+        self.trained: Dict[tuple, TrainedSteps] = {}
+
+    def __call__(self, dataset: PlannedPhantom, trainer_class) -> TrainedSteps:
+        key = (dataset.dataset_name, trainer_class)
+        if key not in self.trained:
+            with pytest.MonkeyPatch.context() as patch:
+                for name, value in self.env.items():
+                    patch.setenv(name, value)
+                trainer = started_trainer(dataset, trainer_class)
+                try:
+                    prepared = self.prepare(trainer) if self.prepare is not None else None
+                    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(self.steps)]
+                except BaseException:
+                    trainer.on_train_end()
+                    raise
+            self.trained[key] = TrainedSteps(trainer, outputs, prepared)
+        return self.trained[key]
+
+    def close(self) -> None:
+        for trained in self.trained.values():
+            trained.trainer.on_train_end()
+
+
 def end_epoch_and_check_logged_terms(trainer, outputs) -> None:
     """``on_train_epoch_end`` must log one value per epoch for every name in ``trainer.logged_terms``."""
     trainer.on_train_epoch_end(outputs)
@@ -349,6 +403,61 @@ def add_ignore_label(dataset: PlannedPhantom, run_console) -> None:
         sitk.WriteImage(painted, str(label_file))
     run_console("nnUNetv2_preprocess", ["-d", dataset.dataset_id, "-c", dataset.configuration, "-np", 1],
                 env={"nnUNet_n_proc_DA": "1"})
+
+
+@pytest.fixture(scope="session")
+def phantom_with_ignore_label(planned_phantom) -> PlannedPhantom:
+    from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
+
+    dataset = copy_planned_dataset(planned_phantom)
+    try:
+        preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
+                             verbose=False)
+        add_ignore_label(dataset, run_console_command)
+        yield dataset
+    finally:
+        for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+CLI_TRAINING_EPOCHS = 1
+CLI_TRAINING_ITERATIONS = 2
+CPU_DDIM_STEPS = "2"  # DDIM steps of the GenericSSL trainers on CPU (the method uses 10; see tests/test_diffusion.py)
+
+
+@dataclass(frozen=True)
+class CliTrained:
+    """Fold 0 of ``trainer``, trained by ``nnUNetv2_train`` on ``dataset`` (see the ``cli_trained`` fixture)."""
+    dataset: PlannedPhantom
+    trainer: str
+    folder: Path
+    env: Dict[str, str]  # the training environment; nnUNetv2_predict runs with it too
+
+
+@pytest.fixture(scope="session")
+def cli_trained(planned_phantom):
+    dataset = copy_planned_dataset(planned_phantom)
+    env = {**training_env(CLI_TRAINING_EPOCHS, iterations=CLI_TRAINING_ITERATIONS), "SCDL_DDIM_STEPS": CPU_DDIM_STEPS}
+    trained: Dict[str, CliTrained] = {}
+    unlabeled_preprocessed = []
+
+    def train_once(trainer: str) -> CliTrained:
+        if not unlabeled_preprocessed:  # the first trainer of the session: preprocess the unlabeled cases
+            run_console_command("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c",
+                                                                       dataset.configuration, "-p", dataset.cpu_plans,
+                                                                       "-np", 1])
+            unlabeled_preprocessed.append(True)
+        if trainer not in trained:
+            run_console_command("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
+                                                   "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
+            trained[trainer] = CliTrained(dataset, trainer, fold_folder(dataset, trainer), env)
+        return trained[trainer]
+
+    try:
+        yield train_once
+    finally:
+        for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

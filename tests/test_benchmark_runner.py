@@ -1,5 +1,9 @@
 """``nnUNetv2_scdl_benchmark`` end to end on the phantom: train, predict, evaluate, report; resume; refuse changes;
-the self-training rows (their own nnU-Net folders, the reference as teacher, every model's steps counted)."""
+the self-training rows (their own nnU-Net folders, the reference as teacher, every model's steps counted).
+
+The runner's ``main`` runs in this process; every nnU-Net command it starts (preprocessing, nnUNetv2_train,
+nnUNetv2_predict, the self-training stages) runs as the real subprocess. The console script's wiring is tested in
+tests/test_package.py."""
 import json
 import math
 import os
@@ -8,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import load_checkpoint, tree_digest
 
+from nnunetv2_scdl.cli import benchmark, benchmark_report
 from nnunetv2_scdl.cli.benchmark import STATE_FILE
 
 pytestmark = pytest.mark.slow  # trains through nnUNetv2_scdl_benchmark
@@ -33,6 +38,22 @@ def independent_mean_dice(prediction_folder, reference_folder, labels):
     return float(np.mean([np.mean(values) for values in per_class.values() if values]))
 
 
+def run_in_process(command, args, env, monkeypatch, capsys, check=True):
+    """``command.main(args)`` (the console script's own entry) in this process, with ``env`` set: (exit code, stdout
+    and stderr). The training, prediction and preprocessing it starts still run nnU-Net's commands as subprocesses;
+    only the orchestration skips an interpreter start. With ``check``, a non-zero exit fails with the output's end."""
+    capsys.readouterr()  # what came before is not this command's
+    with monkeypatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        code = command.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    if check and code != 0:
+        pytest.fail(f"{command.__name__}.main exited with {code}. Output's end:\n{output[-4000:]}", pytrace=False)
+    return code, output
+
+
 def interrupt_after_first_epoch(fold):
     """Leave ``fold`` as nnUNetv2_train leaves it when killed during epoch 1: only a checkpoint_latest.pth of epoch 0."""
     import torch
@@ -49,8 +70,8 @@ def interrupt_after_first_epoch(fold):
 
 
 @pytest.mark.slow
-def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_copy, nnunet_folders, run_console,
-                                                                     tmp_path):
+def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_copy, nnunet_folders, monkeypatch,
+                                                                     capsys, tmp_path):
     dataset = phantom_copy()
     cases = sorted(dataset.labeled)
     split_file = tmp_path / "split.json"
@@ -68,7 +89,7 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     user_roots = (nnunet_folders.raw, nnunet_folders.preprocessed, nnunet_folders.results)
     user_datasets = sorted(p.name for root in user_roots for p in root.iterdir())
     source_digest = tree_digest(dataset.raw_folder)
-    run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SELF_TRAINING], env=env, timeout=1800)
+    run_in_process(benchmark, base + ["--trainers", HOST, SELF_TRAINING], env, monkeypatch, capsys)
 
     state = json.loads((output / STATE_FILE).read_text())
     assert list(state["trainers"]) == [REFERENCE, HOST, SELF_TRAINING]  # the reference row is always added, first
@@ -145,11 +166,11 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     state["trainers"].pop(HOST)
     state["trainers"].pop(SELF_TRAINING)
     (output / STATE_FILE).write_text(json.dumps(state))
-    resumed = run_console("nnUNetv2_scdl_benchmark", base + ["--trainers", HOST, SCDL, SELF_TRAINING,
-                                                             SELF_TRAINING_HALF], env=env, timeout=1800)
+    _, resumed = run_in_process(benchmark, base + ["--trainers", HOST, SCDL, SELF_TRAINING, SELF_TRAINING_HALF], env,
+                                monkeypatch, capsys)
     assert os.path.getmtime(reference_checkpoint) == reference_mtime  # not retrained
     assert os.path.getmtime(student / "checkpoint_final.pth") == student_mtime  # every stage skipped
-    assert "the teacher's predictions are scored already" in resumed.stdout
+    assert "the teacher's predictions are scored already" in resumed
     assert tree_digest(dataset.raw_folder) == source_digest
     host_log = (output / "logs" / f"train_{HOST}.log").read_text()
     assert "Epoch 1" in host_log and "Epoch 0\n" not in host_log  # continued from checkpoint_latest
@@ -175,13 +196,14 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
     assert all(f"`{c}`" in markdown for c in report["commands"])
 
     # another budget in the same folder is refused, naming the setting and the original command
-    refused = run_console("nnUNetv2_scdl_benchmark", [a if a != 2 else 3 for a in base], env=env, check=False)
-    assert refused.returncode == 1
-    assert "other settings (epochs, iterations_per_epoch)" in refused.stdout and "resume it with" in refused.stdout
+    code, refused = run_in_process(benchmark, [a if a != 2 else 3 for a in base], env, monkeypatch, capsys,
+                                   check=False)
+    assert code == 1
+    assert "other settings (epochs, iterations_per_epoch)" in refused and "resume it with" in refused
 
 
 @pytest.mark.slow
-def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_copy, run_console, tmp_path):
+def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_copy, monkeypatch, capsys, tmp_path):
     """--learning-curve 2 4: steps_0002, started by the plain command, is recognised (not refused, not retrained,
     no new command); steps_0004 is trained; the learning-curve report matches the folders' own reports and is rebuilt
     identically from the exported summaries alone."""
@@ -195,7 +217,7 @@ def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_cop
     plain = ["-d", dataset.dataset_id, "--split", split_file, "-p", dataset.cpu_plans, "--epochs", 2,
              "--iterations-per-epoch", 1, "--val-iterations", 1, "--trainers", REFERENCE, "--seed", 0,
              "-o", root / "steps_0002", "-device", "cpu", "--no-paper-protocol", "-np", 1]
-    run_console("nnUNetv2_scdl_benchmark", plain, env=env)
+    run_in_process(benchmark, plain, env, monkeypatch, capsys)
     first = root / "steps_0002"
     fold = first / "nnUNet_results" / dataset.dataset_name / f"{REFERENCE}__{dataset.cpu_plans}__3d_fullres" / "fold_0"
     trained_at = os.path.getmtime(fold / "checkpoint_final.pth")
@@ -205,7 +227,7 @@ def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_cop
     curve = ["-d", dataset.dataset_id, "--split", split_file, "-p", dataset.cpu_plans, "--learning-curve", 4, 2,
              "--iterations-per-epoch", 1, "--val-iterations", 1, "--seed", 0, "-o", root, "-device", "cpu",
              "--no-paper-protocol", "-np", 1, "--summaries", summaries]
-    run_console("nnUNetv2_scdl_benchmark", curve, env=env)
+    run_in_process(benchmark, curve, env, monkeypatch, capsys)
     assert os.path.getmtime(fold / "checkpoint_final.pth") == trained_at  # recognised, not retrained
     state_after = json.loads((first / STATE_FILE).read_text())
     assert state_after["settings"] == state_before["settings"] and len(state_after["commands"]) == 1
@@ -228,6 +250,6 @@ def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_cop
     exported = sorted(p.relative_to(summaries).as_posix() for p in summaries.rglob("*.json"))
     assert exported == [f"steps_{s:04d}/seed_0/{REFERENCE}.json" for s in (2, 4)]
     assert all(p.stat().st_size < 20_000 for p in summaries.rglob("*.json"))
-    run_console("nnUNetv2_scdl_benchmark_report", [summaries])
+    run_in_process(benchmark_report, [summaries], {}, monkeypatch, capsys)
     rebuilt = json.loads((summaries / "learning_curve.json").read_text())
     assert rebuilt["budgets"] == report["budgets"] and rebuilt["protocol"] == report["protocol"]

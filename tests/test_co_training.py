@@ -4,10 +4,9 @@ real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
 import numpy as np
 import pytest
 import torch
-from conftest import (add_ignore_label, end_epoch_and_check_logged_terms, fold_folder,
-                      load_checkpoint, make_trainer, predict_test_cases, started_trainer, training_env)
+from conftest import (CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, StepsCache, end_epoch_and_check_logged_terms,
+                      load_checkpoint, make_trainer, predict_test_cases, started_trainer)
 
-from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.dual_network import DualNetwork, xavier_normal_expected_norm
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.training.co_training import nnUNetTrainerCoTraining
@@ -93,13 +92,20 @@ def test_he_at_xavier_norm_gives_a_and_b_equal_layer_norms_but_different_weights
     assert he.net_a.get_submodule(big).weight.norm() > 1.3 * network.net_a.get_submodule(big).weight.norm()
 
 
+@pytest.fixture(scope="module")
+def two_steps(phantom_with_unlabeled):
+    """``two_steps(trainer_class)``: the trainer after two steps on the phantom, once per class for this module."""
+    cache = StepsCache()
+    yield lambda trainer_class: cache(phantom_with_unlabeled, trainer_class)
+    cache.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS, nnUNetTrainerDHC,
                                            nnUNetTrainerSCDL_DHC], ids=lambda c: c.__name__)
-def test_two_steps_give_finite_terms_and_the_documented_total(phantom_with_unlabeled, monkeypatch, trainer_class):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_with_unlabeled, trainer_class)
-    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+def test_two_steps_give_finite_terms_and_the_documented_total(two_steps, trainer_class):
+    trained = two_steps(trainer_class)
+    trainer, outputs = trained.trainer, trained.outputs
     assert trainer.global_iteration == 2
     for o in outputs:
         assert set(trainer.logged_terms) <= set(o)
@@ -112,7 +118,6 @@ def test_two_steps_give_finite_terms_and_the_documented_total(phantom_with_unlab
         assert not torch.equal(trainer.diff_dw.weights, torch.full((4,), 4.0, dtype=torch.float64))
         assert trainer.dist_dw.weights[0] < 0.1 and trainer.dist_dw.weights[1:].max() > 1
     end_epoch_and_check_logged_terms(trainer, outputs)
-    trainer.on_train_end()
 
 
 class CompiledStandIn(torch.nn.Module):
@@ -146,14 +151,10 @@ def test_training_forward_goes_through_the_compiled_module(phantom_with_unlabele
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerDHC], ids=lambda c: c.__name__)
-def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_copy, run_console, monkeypatch,
+def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_with_ignore_label, monkeypatch,
                                                                       trainer_class):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    dataset = phantom_copy()
-    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                         verbose=False)
-    add_ignore_label(dataset, run_console)
-    trainer = started_trainer(dataset, trainer_class)
+    trainer = started_trainer(phantom_with_ignore_label, trainer_class)
     assert trainer.label_manager.has_ignore_label
     outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
     for o in outputs:
@@ -165,15 +166,12 @@ def test_ignore_label_is_left_out_of_supervision_and_class_statistics(phantom_co
 
 
 @pytest.mark.slow
-def test_dhc_resume_restores_the_class_weights_exactly(phantom_with_unlabeled, monkeypatch, tmp_path):
+def test_dhc_resume_restores_the_class_weights_exactly(phantom_with_unlabeled, two_steps, monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
-    for _ in range(2):
-        trainer.train_step(next(trainer.dataloader_train))
+    trainer = two_steps(nnUNetTrainerDHC).trainer
     saved = trainer.extra_checkpoint_state()
     assert {"diff_dw", "dist_dw", "global_iteration"} <= set(saved)
     trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
-    trainer.on_train_end()
 
     resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
     resumed.initialize()
@@ -189,13 +187,12 @@ def test_dhc_resume_restores_the_class_weights_exactly(phantom_with_unlabeled, m
 
 
 @pytest.mark.slow
-def test_resume_applies_hyperparameters_given_now_and_logs_the_change(phantom_with_unlabeled, monkeypatch, tmp_path):
+def test_resume_applies_hyperparameters_given_now_and_logs_the_change(phantom_with_unlabeled, two_steps, monkeypatch,
+                                                                      tmp_path):
     """``--c`` with ``SCDL_*_MOMENTUM`` set: the class weights continue from the checkpoint with the new momenta."""
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerDHC)
-    trainer.train_step(next(trainer.dataloader_train))
+    trainer = two_steps(nnUNetTrainerDHC).trainer
     trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
-    trainer.on_train_end()
 
     monkeypatch.setenv("SCDL_DIFF_DW_MOMENTUM", "0.5")
     monkeypatch.setenv("SCDL_DIST_DW_MOMENTUM", "0.9")
@@ -234,15 +231,10 @@ def test_paper_option_sets_sgd_and_a_per_iteration_poly_lr(phantom_with_unlabele
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerGACPS", "nnUNetTrainerSCDL_GACPS", "nnUNetTrainerDHC",
                                      "nnUNetTrainerSCDL_DHC"])
-def test_each_co_training_trainer_trains_and_predicts_through_the_cli(phantom_copy, run_console, tmp_path, trainer):
-    dataset = phantom_copy()
-    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
-                                                       "-p", dataset.cpu_plans, "-np", 1])
-    env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2"}
-    run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
-                                   "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
-    checkpoint = load_checkpoint(fold_folder(dataset, trainer))
-    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2
+def test_each_co_training_trainer_trains_and_predicts_through_the_cli(cli_trained, run_console, tmp_path, trainer):
+    trained = cli_trained(trainer)  # nnUNetv2_train, 1 epoch × 2 iterations
+    checkpoint = load_checkpoint(trained.folder)
+    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == CLI_TRAINING_EPOCHS * CLI_TRAINING_ITERATIONS
     weights = checkpoint["network_weights"]
     assert any(k.startswith("net_a.") for k in weights) and any(k.startswith("net_b.") for k in weights)
     assert np.isfinite(checkpoint["logging"]["cps_a"][0])
@@ -250,4 +242,4 @@ def test_each_co_training_trainer_trains_and_predicts_through_the_cli(phantom_co
         assert any(k.startswith("net_a.scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
     if "DHC" in trainer:
         assert {"diff_dw", "dist_dw"} <= set(checkpoint["nnunetv2_scdl"])
-    predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)
+    predict_test_cases(run_console, trained.dataset, trainer, tmp_path / trainer, trained.env)

@@ -79,15 +79,12 @@ def test_benchmark_mode_never_reads_unlabeled_labels(phantom_copy, run_console):
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerSCDL_MT", "nnUNetTrainerSCDL_GACPS"])
-def test_scdl_checkpoint_predicts_deterministically_and_with_its_priors(trainer, phantom_copy, run_console,
+def test_scdl_checkpoint_predicts_deterministically_and_with_its_priors(trainer, cli_trained, run_console,
                                                                         tmp_path):
     """nnUNetv2_predict rebuilds the SCDL network from the trainer class, loads the trained proxies, is deterministic,
     and uses the priors: the same checkpoint with its prior projections zeroed predicts differently."""
-    dataset = phantom_copy()
-    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
-                                                       "-p", dataset.cpu_plans, "-np", 1])
-    train(run_console, dataset, 1, trainer=trainer)
-    folder = fold_folder(dataset, trainer)
+    trained = cli_trained(trainer)  # nnUNetv2_train, shared with the other tests of this trainer
+    dataset, folder = trained.dataset, trained.folder
     checkpoint = load_checkpoint(folder)
     projections = [k for k in checkpoint["network_weights"] if ".prior_projections." in k]
     assert projections, "the inference network must carry SCDL with priors"
@@ -96,14 +93,14 @@ def test_scdl_checkpoint_predicts_deterministically_and_with_its_priors(trainer,
         assert {k.split(".")[0] for k in projections} == {"net_a", "net_b"}
     for key in projections:
         checkpoint["network_weights"][key] = torch.zeros_like(checkpoint["network_weights"][key])
-    torch.save(checkpoint, folder / "checkpoint_zero_priors.pth")
+    torch.save(checkpoint, folder / "checkpoint_zero_priors.pth")  # the other tests of this model read only _final
 
     def predict(name: str, checkpoint_name: str) -> np.ndarray:
         output = tmp_path / name
         run_console("nnUNetv2_predict", ["-i", dataset.raw_folder / "imagesTs", "-o", output, "-d", dataset.dataset_id,
                                          "-c", dataset.configuration, "-tr", trainer, "-p", dataset.cpu_plans,
                                          "-f", 0, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1,
-                                         "-chk", checkpoint_name, "--save_probabilities"], env=training_env(1))
+                                         "-chk", checkpoint_name, "--save_probabilities"], env=trained.env)
         return np.load(output / f"{dataset.test[0]}.npz")["probabilities"]
 
     first, second = predict("first", "checkpoint_final.pth"), predict("second", "checkpoint_final.pth")

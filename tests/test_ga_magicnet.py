@@ -1,11 +1,13 @@
 """GA-MagicNet trainers (plain and SCDL): network wrapper, cube grid from the plans, in-process steps, faithful vs
 corrected within-image recovery, resume state, and one real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run each."""
 import math
+from dataclasses import dataclass, field
 
 import pytest
 import torch
-from conftest import (assert_checkpoint_restores_teacher_and_student, end_epoch_and_check_logged_terms, fold_folder,
-                      load_checkpoint, make_trainer, predict_test_cases, started_trainer, training_env)
+from conftest import (CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, StepsCache,
+                      assert_checkpoint_restores_teacher_and_student, end_epoch_and_check_logged_terms,
+                      load_checkpoint, make_trainer, predict_test_cases, started_trainer)
 
 from nnunetv2_scdl.networks.magic_cube_network import MagicCubeNetwork
 from nnunetv2_scdl.networks.magic_cubes import partition_cubes
@@ -103,14 +105,39 @@ def test_faithful_flag_changes_within_image_recovery(phantom_with_unlabeled):
     assert torch.equal(recovered[True].flatten().sort().values, x.flatten())  # ... but loses no voxel
 
 
+@dataclass
+class Spied:
+    """What the two steps' spies saw: the teacher before them, the labels counted into the class histogram and the
+    targets of the consistency loss."""
+    teacher_before: dict
+    counted: list = field(default_factory=list)
+    consistency_targets: list = field(default_factory=list)
+
+
+def install_spies(trainer) -> Spied:
+    spied = Spied({k: v.clone() for k, v in trainer.teacher.state_dict().items()})
+    count, consistency = trainer.update_class_distribution, trainer.consistency_loss
+    trainer.update_class_distribution = lambda labels: (spied.counted.append(labels), count(labels))
+    trainer.consistency_loss = \
+        lambda logits, target: (spied.consistency_targets.append(target), consistency(logits, target))[1]
+    return spied
+
+
+@pytest.fixture(scope="module")
+def two_steps(phantom_with_unlabeled):
+    """``two_steps(trainer_class)``: the trainer after two steps, spied on (:class:`Spied`, as ``prepared``), once per
+    class for this module."""
+    cache = StepsCache(prepare=install_spies)
+    yield lambda trainer_class: cache(phantom_with_unlabeled, trainer_class)
+    cache.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [SmallMagicNet, SmallFaithfulMagicNet, SmallSCDLMagicNet],
                          ids=["corrected", "faithful", "scdl"])
-def test_training_steps_have_finite_terms_and_documented_total(phantom_with_unlabeled, monkeypatch, trainer_class):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_with_unlabeled, trainer_class)
-    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
+def test_training_steps_have_finite_terms_and_documented_total(two_steps, trainer_class):
+    trained = two_steps(trainer_class)
+    trainer, outputs, teacher_before = trained.trainer, trained.outputs, trained.prepared.teacher_before
     assert trainer.global_iteration == 2
     for o in outputs:
         assert set(trainer.logged_terms) <= set(o)
@@ -133,7 +160,6 @@ def test_training_steps_have_finite_terms_and_documented_total(phantom_with_unla
     assert any(k.startswith("location_head.") for k in moved) and any(k.startswith("segmenter.") for k in moved)
     assert trainer.inference_network() is trainer.teacher.module
     end_epoch_and_check_logged_terms(trainer, outputs)
-    trainer.on_train_end()
 
 
 def test_class_histogram_is_cleared_at_every_recount(planned_phantom):
@@ -153,52 +179,36 @@ def test_class_histogram_is_cleared_at_every_recount(planned_phantom):
 
 
 @pytest.mark.slow
-def test_histogram_counts_the_labels_the_consistency_loss_uses(phantom_with_unlabeled, monkeypatch):
+def test_histogram_counts_the_labels_the_consistency_loss_uses(two_steps):
     """Before blending starts that is the teacher's ŷ_T, after it the blended ŷ (released code)."""
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_with_unlabeled, SmallMagicNet)
-    counted, consistency_targets = [], []
-    count = trainer.update_class_distribution
-    monkeypatch.setattr(trainer, "update_class_distribution", lambda labels: (counted.append(labels), count(labels)))
-    consistency = trainer.consistency_loss
-    monkeypatch.setattr(trainer, "consistency_loss",
-                        lambda logits, target: (consistency_targets.append(target), consistency(logits, target))[1])
-    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
-    assert outputs[1]["blend_fraction"] > 0  # the second step blends
-    assert len(counted) == 2 and all(c is t for c, t in zip(counted, consistency_targets))
-    trainer.on_train_end()
+    trained = two_steps(SmallMagicNet)
+    spied = trained.prepared
+    assert trained.outputs[1]["blend_fraction"] > 0  # the second step blends
+    assert len(spied.counted) == 2 and all(c is t for c, t in zip(spied.counted, spied.consistency_targets))
 
 
 @pytest.mark.slow
-def test_resume_restores_teacher_student_and_blend_state(phantom_with_unlabeled, monkeypatch, tmp_path):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_with_unlabeled, SmallMagicNet)
-    for _ in range(2):
-        trainer.train_step(next(trainer.dataloader_train))
+def test_resume_restores_teacher_student_and_blend_state(phantom_with_unlabeled, two_steps, tmp_path):
+    trainer = two_steps(SmallMagicNet).trainer
     resumed = assert_checkpoint_restores_teacher_and_student(trainer, phantom_with_unlabeled, SmallMagicNet, tmp_path)
     assert resumed.global_iteration == 2
     assert torch.equal(resumed.class_counts, trainer.class_counts)
     assert torch.equal(resumed.class_distribution, trainer.class_distribution)
-    trainer.on_train_end()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerGAMagicNet", "nnUNetTrainerSCDL_GAMagicNet"])
-def test_cli_train_and_predict(phantom_copy, run_console, tmp_path, trainer):
+def test_cli_train_and_predict(cli_trained, run_console, tmp_path, trainer):
     """``nnUNetv2_train`` (1 epoch × 2 iterations) and ``nnUNetv2_predict`` with the trainer's checkpoint."""
-    env = training_env(1, iterations=2)
-    dataset = phantom_copy()
-    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
-                                                       "-p", dataset.cpu_plans, "-np", 1])
-    run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
-                                   "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
-    checkpoint = load_checkpoint(fold_folder(dataset, trainer))
-    assert checkpoint["trainer_name"] == trainer and checkpoint["nnunetv2_scdl"]["global_iteration"] == 2
+    trained = cli_trained(trainer)
+    checkpoint = load_checkpoint(trained.folder)
+    assert checkpoint["trainer_name"] == trainer
+    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == CLI_TRAINING_EPOCHS * CLI_TRAINING_ITERATIONS
     weights = checkpoint["network_weights"]  # the EMA teacher, location head included
     assert any(k.startswith("location_head.") for k in weights)
     assert any(k.startswith("segmenter.scdl.") for k in weights) == ("SCDL" in trainer)
-    assert len(checkpoint["logging"]["location"]) == 1
-    predict_test_cases(run_console, dataset, trainer, tmp_path / f"predictions_{trainer}", env)
+    assert len(checkpoint["logging"]["location"]) == CLI_TRAINING_EPOCHS
+    predict_test_cases(run_console, trained.dataset, trainer, tmp_path / f"predictions_{trainer}", trained.env)
 
 
 def test_epoch_variants_exist():

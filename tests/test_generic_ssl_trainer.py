@@ -4,16 +4,14 @@
 import numpy as np
 import pytest
 import torch
-from conftest import (end_epoch_and_check_logged_terms, fold_folder, load_checkpoint, make_trainer,
-                      predict_test_cases, started_trainer, training_env)
+from conftest import (CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, CPU_DDIM_STEPS, StepsCache,
+                      end_epoch_and_check_logged_terms, load_checkpoint, make_trainer, predict_test_cases)
 
 from nnunetv2_scdl.networks.generic_ssl_net import GenericSSLNet
 from nnunetv2_scdl.networks.generic_ssl_scdl_net import GenericSSLSCDLNet
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet, concatenate_aux
 from nnunetv2_scdl.training.generic_ssl import gaussian_smooth, nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL
 from nnunetv2_scdl.training.registry import nnUNetTrainerGenericSSL_5epochs, nnUNetTrainerSCDL_GenericSSL_10epochs
-
-CPU_DDIM_STEPS = "2"  # DDIM steps on CPU (the method uses 10; the sampler itself is tested in test_diffusion.py)
 
 
 def test_gaussian_smooth_keeps_probabilities_and_constants():
@@ -100,34 +98,45 @@ def expected_total(trainer, o):
     return total
 
 
+class Spied:
+    """What the spies saw during the two steps: the weights before them, each aggregation (momentum, the parameter
+    names it returned, whether θ became 0.99·θ + 0.01·(ξ + ψ)/2 exactly) and D_θ's batch size in each forward."""
+
+    def __init__(self, network):
+        self.before = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        self.calls, self.theta_batches = [], []
+        aggregate = network.aggregate_decoders
+
+        def spy(momentum):  # the aggregation must run at the start of every step
+            snapshot = [m.seg_layers[-1].weight.detach().clone()
+                        for m in (network.decoder, network.decoder_xi, network.decoder_psi)]
+            names = aggregate(momentum)
+            theta, xi, psi = snapshot
+            self.calls.append((momentum, names, torch.allclose(network.decoder.seg_layers[-1].weight,
+                                                               momentum * theta + (1 - momentum) * (xi + psi) / 2)))
+            return names
+
+        network.aggregate_decoders = spy
+        network.decoder.stages[0].register_forward_hook(lambda m, i, o: self.theta_batches.append(o.shape[0]))
+
+
+@pytest.fixture(scope="module")
+def two_steps(phantom_with_unlabeled):
+    """``two_steps(trainer_class)``: the trainer after two steps (``SCDL_DDIM_STEPS`` = :data:`CPU_DDIM_STEPS`), spied
+    on (:class:`Spied`, as ``prepared``), once per class for this module."""
+    cache = StepsCache(env={"SCDL_DDIM_STEPS": CPU_DDIM_STEPS}, prepare=lambda trainer: Spied(trainer.network))
+    yield lambda trainer_class: cache(phantom_with_unlabeled, trainer_class)
+    cache.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerGenericSSL, nnUNetTrainerSCDL_GenericSSL],
                          ids=lambda c: c.__name__)
-def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(phantom_with_unlabeled, monkeypatch,
-                                                                        trainer_class):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
-    trainer = started_trainer(phantom_with_unlabeled, trainer_class)
-    network = trainer.network
-    before = {k: v.detach().clone() for k, v in network.state_dict().items()}
-    # spy on the aggregation: it must run at the start of every step with θ ← 0.99·θ + 0.01·(ξ + ψ)/2
-    calls = []
-    aggregate = network.aggregate_decoders
-
-    def spy(momentum):
-        snapshot = [m.seg_layers[-1].weight.detach().clone()
-                    for m in (network.decoder, network.decoder_xi, network.decoder_psi)]
-        names = aggregate(momentum)
-        theta, xi, psi = snapshot
-        calls.append((momentum, names, torch.allclose(network.decoder.seg_layers[-1].weight,
-                                                      momentum * theta + (1 - momentum) * (xi + psi) / 2)))
-        return names
-
-    monkeypatch.setattr(network, "aggregate_decoders", spy)
-    theta_batches = []  # decoupling: D_θ trains on unlabeled patches only, with or without SCDL
-    hook = network.decoder.stages[0].register_forward_hook(lambda m, i, o: theta_batches.append(o.shape[0]))
-    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
-    hook.remove()
+def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(two_steps, trainer_class):
+    trained = two_steps(trainer_class)
+    trainer, outputs, network = trained.trainer, trained.outputs, trained.trainer.network
+    before, calls, theta_batches = trained.prepared.before, trained.prepared.calls, trained.prepared.theta_batches
+    # decoupling: D_θ trains on unlabeled patches only, with or without SCDL
     assert theta_batches == [trainer.unlabeled_batch_size] * 2
     assert len(calls) == 2 and all(m == 0.99 and exact for m, _, exact in calls)
     names = calls[0][1]
@@ -143,21 +152,17 @@ def test_two_steps_give_finite_terms_the_documented_total_and_aggregate(phantom_
     moved = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("decoder.stages.") for k in moved) and any(k.startswith("decoder_xi.") for k in moved)
     end_epoch_and_check_logged_terms(trainer, outputs)
-    trainer.on_train_end()
 
 
 @pytest.mark.slow
-def test_resume_restores_difficulty_and_theta(phantom_with_unlabeled, monkeypatch, tmp_path):
+def test_resume_restores_difficulty_and_theta(phantom_with_unlabeled, two_steps, monkeypatch, tmp_path):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setenv("SCDL_DDIM_STEPS", CPU_DDIM_STEPS)
-    trainer = started_trainer(phantom_with_unlabeled, nnUNetTrainerGenericSSL)
-    for _ in range(2):
-        trainer.train_step(next(trainer.dataloader_train))
+    trainer = two_steps(nnUNetTrainerGenericSSL).trainer
     saved = trainer.extra_checkpoint_state()
     assert {"difficulty", "global_iteration"} <= set(saved)
     theta = {k: v.detach().clone() for k, v in trainer.network.decoder.state_dict().items()}
     trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
-    trainer.on_train_end()
 
     resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerGenericSSL)
     resumed.initialize()
@@ -172,18 +177,15 @@ def test_resume_restores_difficulty_and_theta(phantom_with_unlabeled, monkeypatc
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerGenericSSL", "nnUNetTrainerSCDL_GenericSSL"])
-def test_generic_ssl_trainer_trains_and_predicts_through_the_cli(phantom_copy, run_console, tmp_path, trainer):
-    dataset = phantom_copy()
-    run_console("nnUNetv2_scdl_preprocess_unlabeled", ["-d", dataset.dataset_id, "-c", dataset.configuration,
-                                                       "-p", dataset.cpu_plans, "-np", 1])
-    env = {**training_env(1), "SCDL_NUM_ITERATIONS_PER_EPOCH": "2", "SCDL_DDIM_STEPS": CPU_DDIM_STEPS}
-    run_console("nnUNetv2_train", [dataset.dataset_id, dataset.configuration, 0, "-tr", trainer,
-                                   "-p", dataset.cpu_plans, "-device", "cpu"], env=env)
-    checkpoint = load_checkpoint(fold_folder(dataset, trainer))
-    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == 2 and "difficulty" in checkpoint["nnunetv2_scdl"]
+def test_generic_ssl_trainer_trains_and_predicts_through_the_cli(cli_trained, run_console, tmp_path, trainer):
+    trained = cli_trained(trainer)  # SCDL_DDIM_STEPS = CPU_DDIM_STEPS, for training and prediction
+    assert trained.env["SCDL_DDIM_STEPS"] == CPU_DDIM_STEPS
+    checkpoint = load_checkpoint(trained.folder)
+    assert checkpoint["nnunetv2_scdl"]["global_iteration"] == CLI_TRAINING_EPOCHS * CLI_TRAINING_ITERATIONS
+    assert "difficulty" in checkpoint["nnunetv2_scdl"]
     weights = checkpoint["network_weights"]
     assert {"decoder_xi.", "decoder_psi.", "stem_diffusion."} <= {k.split(".")[0] + "." for k in weights}
     assert np.isfinite(checkpoint["logging"]["unsup"][0]) and np.isfinite(checkpoint["logging"]["deno"][0])
     if "SCDL" in trainer:
         assert any(k.startswith("scdl.") for k in weights) and np.isfinite(checkpoint["logging"]["scdl_sac"][0])
-    predict_test_cases(run_console, dataset, trainer, tmp_path / trainer, env)
+    predict_test_cases(run_console, trained.dataset, trainer, tmp_path / trainer, trained.env)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
-from conftest import (add_ignore_label, assert_checkpoint_restores_teacher_and_student,
-                      end_epoch_and_check_logged_terms, make_trainer)
+from conftest import (StepsCache, assert_checkpoint_restores_teacher_and_student, end_epoch_and_check_logged_terms,
+                      make_trainer)
 
 from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
@@ -116,27 +116,26 @@ def test_missing_unlabeled_data_names_the_command(phantom_copy):
         trainer.get_unlabeled_dataloader()
 
 
+@pytest.fixture(scope="module")
+def two_steps(phantom_with_unlabeled, phantom_with_ignore_label):
+    """``two_steps(trainer_class, ignore_label=False)``: the trainer after two steps on the phantom (with nnU-Net's
+    ignore label if asked), with its teacher's weights from before them (``prepared``), once per class and dataset
+    for this module."""
+    cache = StepsCache(prepare=lambda trainer: copy.deepcopy(trainer.teacher.state_dict()))
+    yield lambda trainer_class, ignore_label=False: cache(
+        phantom_with_ignore_label if ignore_label else phantom_with_unlabeled, trainer_class)
+    cache.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class,ignore_label", [(nnUNetTrainerMeanTeacher, False),
                                                         (nnUNetTrainerMeanTeacher, True),
                                                         (nnUNetTrainerSCDL_MT, False)],
                          ids=["mean_teacher", "mean_teacher_ignore_label", "scdl_mean_teacher"])
-def test_training_steps_update_teacher_and_log_terms(phantom_copy, run_console, monkeypatch, trainer_class,
-                                                     ignore_label):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    dataset = phantom_copy()
-    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                         verbose=False)
-    if ignore_label:
-        add_ignore_label(dataset, run_console)
-    dataset_json = load_json(str(dataset.preprocessed_folder / "dataset.json"))
-    trainer = make_trainer(dataset, trainer_class, dataset_json=dataset_json)
+def test_training_steps_update_teacher_and_log_terms(two_steps, trainer_class, ignore_label):
+    trained = two_steps(trainer_class, ignore_label)
+    trainer, outputs, teacher_before = trained.trainer, trained.outputs, trained.prepared
     assert trainer.label_manager.has_ignore_label == ignore_label
-    trainer.initialize()
-    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
-    teacher_before = copy.deepcopy(trainer.teacher.state_dict())
-    trainer.on_train_epoch_start()
-    outputs = [trainer.train_step(next(trainer.dataloader_train)) for _ in range(2)]
     assert trainer.global_iteration == 2
     assert {"loss", "supervised", "consistency", "consistency_weight", "pseudo_label_coverage"} <= set(outputs[0])
     assert all(0 <= o["data_wait_s"] <= o["step_s"] for o in outputs)
@@ -154,22 +153,12 @@ def test_training_steps_update_teacher_and_log_terms(phantom_copy, run_console, 
     assert float(o["loss"]) == pytest.approx(expected, rel=1e-4)
     end_epoch_and_check_logged_terms(trainer, outputs)
     assert trainer.inference_network() is trainer.teacher.module
-    trainer.on_train_end()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer_class", [nnUNetTrainerMeanTeacher, nnUNetTrainerSCDL_MT])
-def test_checkpoint_restores_student_teacher_and_counters(phantom_copy, monkeypatch, tmp_path, trainer_class):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    dataset = phantom_copy()
-    preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                         verbose=False)
-    trainer = make_trainer(dataset, trainer_class)
-    trainer.initialize()
-    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
-    trainer.on_train_epoch_start()
-    for _ in range(2):
-        trainer.train_step(next(trainer.dataloader_train))
-    resumed = assert_checkpoint_restores_teacher_and_student(trainer, dataset, trainer_class, tmp_path)
+def test_checkpoint_restores_student_teacher_and_counters(phantom_with_unlabeled, two_steps, tmp_path,
+                                                          trainer_class):
+    trainer = two_steps(trainer_class).trainer
+    resumed = assert_checkpoint_restores_teacher_and_student(trainer, phantom_with_unlabeled, trainer_class, tmp_path)
     assert resumed.global_iteration == 2
-    trainer.on_train_end()
