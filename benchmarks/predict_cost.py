@@ -34,20 +34,14 @@ import tempfile
 import time
 from typing import List, Sequence, Tuple
 
-from trainer_pairs import build_trainer, median_overhead, scdl_pairs
+from trainer_pairs import add_pair_arguments, build_trainer, median_overhead, scdl_pairs
 
 CHECKPOINT_NAME = "checkpoint_final.pth"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans_cpu")
-    parser.add_argument("-c", "--configuration", default="3d_fullres")
-    parser.add_argument("--hosts", nargs="+", default=None,
-                        help="host trainers X, e.g. nnUNetTrainerGACPS (default: the five hosts with an SCDL variant)")
-    parser.add_argument("--variant", default="", choices=("", "_released"),
-                        help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
+    add_pair_arguments(parser)
     parser.add_argument("--cases", type=int, default=10, help="raw images predicted per round (the first N of imagesTr)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timed rounds (each: every case with X and SCDL-X); 0: count the FLOPs only")

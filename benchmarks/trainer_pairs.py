@@ -7,6 +7,17 @@ from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
 
+def add_pair_arguments(parser) -> None:
+    """The options that choose the dataset, plans and X / SCDL-X pairs, shared by the cost scripts."""
+    parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans_cpu")
+    parser.add_argument("-c", "--configuration", default="3d_fullres")
+    parser.add_argument("--hosts", nargs="+", default=None,
+                        help="host trainers X, e.g. nnUNetTrainerGACPS (default: the five hosts with an SCDL variant)")
+    parser.add_argument("--variant", default="", choices=("", "_released"),
+                        help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
+
+
 def scdl_pairs(hosts: Optional[Sequence[str]] = None, variant: str = "") -> List[Tuple[str, str]]:
     """[(X, SCDL-X)] for the host trainers ``hosts`` (default: the five hosts with an SCDL variant); ``variant`` ""
     (the paper variant) or "_released" is appended to the SCDL trainer's name."""

@@ -24,18 +24,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-from trainer_pairs import build_trainer, median_overhead, scdl_pairs
+from trainer_pairs import add_pair_arguments, build_trainer, median_overhead, scdl_pairs
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--dataset", required=True, help="dataset name or id")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans_cpu")
-    parser.add_argument("-c", "--configuration", default="3d_fullres")
-    parser.add_argument("--hosts", nargs="+", default=None,
-                        help="host trainers X, e.g. nnUNetTrainerGACPS (default: the five hosts with an SCDL variant)")
-    parser.add_argument("--variant", default="", choices=("", "_released"),
-                        help="time nnUNetTrainerSCDL_X_released instead of the paper variant")
+    add_pair_arguments(parser)
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds (each: X then SCDL-X)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
