@@ -53,9 +53,10 @@ import os
 import re
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -217,18 +218,30 @@ def copy_planned_dataset(source: PlannedPhantom, dataset_id: Optional[int] = Non
                    results_folder=source.results_folder.parent / name)
 
 
-@pytest.fixture(scope="module")
-def phantom_with_unlabeled(planned_phantom) -> PlannedPhantom:
+def remove_dataset(dataset: PlannedPhantom) -> None:
+    """Delete a copy's raw, preprocessed and results folders."""
+    for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def copy_with_unlabeled(source: PlannedPhantom) -> Iterator[PlannedPhantom]:
+    """A copy of ``source`` with its unlabeled cases preprocessed, removed afterwards."""
     from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
 
-    dataset = copy_planned_dataset(planned_phantom)
+    dataset = copy_planned_dataset(source)
     try:
         preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
                              verbose=False)
         yield dataset
     finally:
-        for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_dataset(dataset)
+
+
+@pytest.fixture(scope="module")
+def phantom_with_unlabeled(planned_phantom) -> PlannedPhantom:
+    with copy_with_unlabeled(planned_phantom) as dataset:
+        yield dataset
 
 
 def make_trainer(dataset: PlannedPhantom, trainer_class, dataset_json: Optional[dict] = None, fold=0):
@@ -407,17 +420,9 @@ def add_ignore_label(dataset: PlannedPhantom, run_console) -> None:
 
 @pytest.fixture(scope="session")
 def phantom_with_ignore_label(planned_phantom) -> PlannedPhantom:
-    from nnunetv2_scdl.data.unlabeled_preprocessing import preprocess_unlabeled
-
-    dataset = copy_planned_dataset(planned_phantom)
-    try:
-        preprocess_unlabeled(dataset.dataset_id, [dataset.configuration], dataset.cpu_plans, num_processes=1,
-                             verbose=False)
+    with copy_with_unlabeled(planned_phantom) as dataset:
         add_ignore_label(dataset, run_console_command)
         yield dataset
-    finally:
-        for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 CLI_TRAINING_EPOCHS = 1
@@ -456,8 +461,7 @@ def cli_trained(planned_phantom):
     try:
         yield train_once
     finally:
-        for folder in (dataset.raw_folder, dataset.preprocessed_folder, dataset.results_folder):
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_dataset(dataset)
 
 
 @pytest.fixture
@@ -471,5 +475,4 @@ def phantom_copy(planned_phantom):
 
     yield make
     for copy in made:
-        for folder in (copy.raw_folder, copy.preprocessed_folder, copy.results_folder):
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_dataset(copy)
