@@ -205,9 +205,7 @@ class SCDL(nn.Module):
                 priors = torch.cat([
                     distribution_weighted_prior(sample_similarity, prior_samples, self.tau_e2p),
                     centre_similarity_prior(log_joint.exp(), unit_mu),
-                    # without noise (eval mode) r^tok is ẑ itself
-                    token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=True)
-                    if self.training and self.num_embedding_samples > 0 else unit_z,
+                    token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=self.training),
                 ], dim=-1)
         return SCDLOutput(z, unit_z, mean_similarity, mean_sample_similarity, log_e2p, log_p2e, log_joint, priors)
 

@@ -19,6 +19,11 @@ NNUNET_KEYS = ("mean_fg_dice", "ema_fg_dice", "dice_per_class_or_region", "train
                "epoch_start_timestamps", "epoch_end_timestamps")
 
 
+def network_dice_key(network: str) -> str:
+    """The logger key of a monitored network's per-class pseudo Dice."""
+    return NETWORK_DICE_PREFIX + network
+
+
 def per_class_rows(values: list) -> np.ndarray:
     """A logged per-class series as [epochs, classes]; a scalar entry (the NaN that :meth:`SSLLocalLogger.register`
     pads a resumed run with) becomes a row of NaN."""
@@ -82,11 +87,12 @@ class SSLLocalLogger(LocalLogger):
         ax.legend(loc="upper left")
 
         ax = axes[3]
-        for key in [k for k in self.extra_keys if k not in self.network_dice_keys]:
+        terms = [k for k in self.extra_keys if not k.startswith(NETWORK_DICE_PREFIX)]
+        for key in terms:
             values = logged[key][:epochs]
             ax.plot(list(range(len(values))), values, label=key)
         ax.set_ylabel("semi-supervised terms")
-        if len(self.extra_keys) > len(self.network_dice_keys):
+        if terms:
             ax.legend(loc="upper left", fontsize="small")
         for ax in axes:
             ax.set_xlabel("epoch")

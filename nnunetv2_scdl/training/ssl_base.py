@@ -43,7 +43,7 @@ from nnunetv2_scdl.scdl.module import no_weight_decay_parameters
 from nnunetv2_scdl.training.distributed import all_reduce_sum, gather_objects, rank_seed, synchronise_buffers
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.hyperparameters import ConfigurableHyperparameters, seed_everything
-from nnunetv2_scdl.training.progress_logging import SSLLocalLogger
+from nnunetv2_scdl.training.progress_logging import SSLLocalLogger, network_dice_key
 from nnunetv2_scdl.training.schedules import sigmoid_rampup
 
 #: the counts nnU-Net's validation step returns per foreground class, summed into its pseudo Dice
@@ -437,7 +437,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
         network_dice = {name: self.monitored_pseudo_dice(val_outputs, name) for name in self.monitored_networks}
         super().on_validation_epoch_end(val_outputs)
         for name, dice in network_dice.items():
-            self.logger.log(f"pseudo_dice_{name}", dice, self.current_epoch)
+            self.logger.log(network_dice_key(name), dice, self.current_epoch)
             self.print_to_log_file(f"Pseudo dice {name}", [round(d, 4) for d in dice])
 
     def monitored_pseudo_dice(self, val_outputs: List[dict], name: str) -> List[float]:
@@ -450,7 +450,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
 
     def register_log_keys(self) -> None:
         self.logger.local_logger.register(self.logged_terms + ("data_wait_fraction",) +
-                                          tuple(f"pseudo_dice_{name}" for name in self.monitored_networks))
+                                          tuple(network_dice_key(name) for name in self.monitored_networks))
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         with self.evaluating_inference_network():
