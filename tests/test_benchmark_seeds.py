@@ -306,12 +306,29 @@ def test_learning_curve_folders_get_the_plain_command():
     ("--learning-curve 600 --epochs 40 --iterations-per-epoch 15", "leave out --epochs"),
     ("--learning-curve 600 --trainers nnUNetTrainerDHC --iterations-per-epoch 15", "trains only the supervised"),
     ("--iterations-per-epoch 15", "--epochs is required"),
+    ("--learning-curve 600 --no-reference --iterations-per-epoch 15", "leave out --no-reference"),
+    ("--epochs 2 --iterations-per-epoch 15 --no-reference --trainers nnUNetTrainerSupervised", "leaves no trainer"),
 ])
 def test_option_errors(options, message, tmp_path, capsys):
     argv = ["-d", "4", "--split", "split.json", "-o", str(tmp_path / "out")] + options.split()
     assert benchmark.main(argv) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_no_reference_runs_only_the_named_trainers_and_is_recorded():
+    """Two invocations with different --trainers can run at once into their own folders, the reference row coming
+    from a third; the seed folders record --no-reference, so resuming one does not train the reference."""
+    argv = ["-d", "4", "--split", "s.json", "-o", "out", "--epochs", "2", "--iterations-per-epoch", "1",
+            "--trainers", MT, MT, DHC]
+    args = benchmark.build_parser().parse_args(argv)
+    assert benchmark.trainers_to_run(args) == [REFERENCE_TRAINER, MT, DHC]
+    args = benchmark.build_parser().parse_args(argv + ["--no-reference"])
+    benchmark.check_options(args)
+    assert benchmark.trainers_to_run(args) == [MT, DHC]
+    command = benchmark.folder_command(args, 2, 0, Path("out/seed_0"))
+    assert command.endswith(f"--trainers {MT} {MT} {DHC} --no-reference --seed 0 -o out/seed_0")
+    assert benchmark.trainers_to_run(benchmark.build_parser().parse_args(shlex.split(command)[1:])) == [MT, DHC]
 
 
 def test_several_seeds_refuse_a_single_seed_folder(tmp_path):

@@ -125,9 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trainers", nargs="+", default=None,
                         help=f"trainer class names (default: all {len(BENCHMARK_TRAINERS)}: the supervised "
                              f"reference and every semi-supervised trainer with and without SCDL). "
-                             f"{REFERENCE_TRAINER} is always added as the reference row. {SELF_TRAINING} and "
+                             f"{REFERENCE_TRAINER} is added first as the reference row (see --no-reference). "
+                             f"{SELF_TRAINING} and "
                              f"{SELF_TRAINING_HALF_BUDGET} add nnU-Net self-training rows: teacher and student each "
                              f"with the budget (the reference is the teacher), or each with half of it")
+    parser.add_argument("--no-reference", action="store_true",
+                        help=f"do not add {REFERENCE_TRAINER}: its row comes from another folder of the same "
+                             f"settings (e.g. the learning curve's run at the protocol budget), merged with "
+                             f"nnUNetv2_scdl_benchmark_report or --summaries. Lets two invocations with different "
+                             f"--trainers run at once, each into its own -o folder")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per trainer (SCDL_NUM_EPOCHS); required unless --learning-curve")
     parser.add_argument("--iterations-per-epoch", type=int, required=True,
@@ -563,13 +569,18 @@ TAIL_MARK_NOTE = "† tail class; bold: best trainer for that class."
 # ----------------------------------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------------------------------
+def trainers_to_run(args: argparse.Namespace) -> List[str]:
+    """``--trainers`` in order, without repeats; the reference row first unless ``--no-reference``."""
+    return list(dict.fromkeys(([] if args.no_reference else [REFERENCE_TRAINER]) + list(args.trainers)))
+
+
 def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
     from tqdm import tqdm
 
     if min(args.epochs, args.iterations_per_epoch, args.val_iterations) < 1:
         raise StepError("--epochs, --iterations-per-epoch and --val-iterations must be >= 1.")
     args.device = args.device or default_device()
-    trainers = list(dict.fromkeys([REFERENCE_TRAINER] + list(args.trainers)))
+    trainers = trainers_to_run(args)
     paths = BenchmarkPaths(args.output.resolve())
     paths.logs.mkdir(parents=True, exist_ok=True)
     env = benchmark_environment(paths, args)
@@ -637,6 +648,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise StepError("--iterations-per-epoch and --val-iterations must be >= 1.")
     args.seed = list(dict.fromkeys(args.seed))
     if args.learning_curve is None:
+        if args.no_reference and not set(args.trainers or BENCHMARK_TRAINERS) - {REFERENCE_TRAINER}:
+            raise StepError("--no-reference leaves no trainer to run; name the trainers with --trainers.")
         if args.epochs is None:
             raise StepError("--epochs is required (or --learning-curve STEPS ... for the supervised budget search).")
         if SELF_TRAINING_HALF_BUDGET in (args.trainers or ()) and args.epochs < 2:
@@ -646,6 +659,8 @@ def check_options(args: argparse.Namespace) -> None:
     if args.epochs is not None:
         raise StepError("--learning-curve sets the epochs of each budget (STEPS / --iterations-per-epoch); leave out "
                         "--epochs.")
+    if args.no_reference:
+        raise StepError("--learning-curve trains only the reference; leave out --no-reference.")
     if args.trainers is not None and set(args.trainers) != {REFERENCE_TRAINER}:
         raise StepError(f"--learning-curve trains only the supervised reference {REFERENCE_TRAINER}; leave out "
                         f"--trainers.")
@@ -668,6 +683,7 @@ def folder_command(args: argparse.Namespace, epochs: int, seed: int, output: Pat
     parts += ["--val-iterations", args.val_iterations] if args.val_iterations != 2 else []
     trainers = [REFERENCE_TRAINER] if args.learning_curve else args.trainers
     parts += ["--trainers", *trainers] if trainers else []
+    parts += ["--no-reference"] if args.no_reference else []
     parts += ["--seed", seed, "-o", output]
     parts += ["-device", args.device] if args.device else []
     parts += ["--tta"] if args.tta else []
