@@ -63,7 +63,20 @@ def test_network_wrapper_grid_and_errors(planned_phantom):
         cubes = partition_cubes(x, small.cube_grid)
         assert cubes.shape == (2 * 98, 1, 10, 4, 4)
         network.train()
-        assert network.locate(network.encoder(cubes)[-1], 2).shape == (2 * 98, 98)
+        assert network.locate(network.encoder(cubes), 2).shape == (2 * 98, 98)
+        # the fine cubes reach the bottleneck as 5×1×1: the head reads stage 1, where a cube is 10×2×2
+        assert network.location_stage == 1 and network.location_feature_size == (10, 2, 2)
+        assert network.location_head.in_features == network.encoder.output_channels[1] * 10 * 2 * 2
+        bottleneck = MagicCubeNetwork(network.segmenter, small.cube_grid, 64, location_stage=-1)
+        assert bottleneck.location_stage == len(network.encoder.strides) - 1
+        assert bottleneck.location_head.in_features == network.encoder.output_channels[-1] * 5
+
+        def stage_only(stage):  # encoder outputs in which only ``stage`` holds the cubes' features
+            return [torch.zeros_like(f) if s != stage else f for s, f in enumerate(network.encoder(cubes))]
+
+        network.eval()
+        assert not torch.equal(network.locate(stage_only(1), 2), network.locate(stage_only(0), 2))
+        assert torch.equal(network.locate(stage_only(1), 2), network.locate(network.encoder(cubes), 2))
 
     class Impossible(nnUNetTrainerGAMagicNet):
         cube_size = (10, 6, 4)  # 6 is not a multiple of the stride 4 on axis 1

@@ -10,7 +10,9 @@ from torch import nn
 from nnunetv2_scdl.networks.location_head import LocationHead, PerProcessBatchNorm1d, location_head_in_features
 from nnunetv2_scdl.networks.magic_cubes import (
     CubeGrid,
+    cube_size_at_stage,
     default_cube_size,
+    default_location_stage,
     encoder_total_stride,
     faithful_read_order,
     invert_cube_permutations,
@@ -183,6 +185,28 @@ def test_total_stride_and_default_cube_size():
     assert CubeGrid.from_plan((96, 96, 96), [[1, 1, 1]] + [[2, 2, 2]] * 4, cube_size=32).n_cubes == 27
 
 
+def test_location_stage_keeps_a_layout_of_at_least_two_voxels_per_axis():
+    """The location head reads the deepest encoder stage at which a cube is at least 2 voxels along every axis (sizes
+    by hand): MagicNet's own 32³ cubes at stride 16 keep 2×2×2 at the bottleneck, so the head stays there; BTCV's CPU
+    cubes reach it as 1×2×1 and are read at stage 4 (2×4×2); Hippocampus's quarter-width CPU cubes (8×56×8, total
+    stride 8) at stage 2 (2×14×2) instead of 1×7×1."""
+    magicnet = [[1, 1, 1]] + [[2, 2, 2]] * 4
+    assert default_location_stage((32, 32, 32), magicnet) == 4
+    assert cube_size_at_stage((32, 32, 32), magicnet, 4) == (2, 2, 2)
+    btcv = CubeGrid.from_plan((48, 64, 64), BTCV_CPU_STRIDES).cube_size
+    assert [cube_size_at_stage(btcv, BTCV_CPU_STRIDES, s) for s in range(6)] == [
+        (16, 64, 32), (16, 32, 16), (8, 16, 8), (4, 8, 4), (2, 4, 2), (1, 2, 1)]
+    assert default_location_stage(btcv, BTCV_CPU_STRIDES) == 4
+    hippocampus = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    cube = CubeGrid.from_plan((40, 56, 40), hippocampus).cube_size
+    assert cube == (8, 56, 8) and default_location_stage(cube, hippocampus) == 2
+    assert cube_size_at_stage(cube, hippocampus, 2) == (2, 14, 2)
+    # an axis one voxel long at the input cannot reach 2: it does not hold the stage back
+    assert default_location_stage((1, 8, 8), [[1, 1, 1], [1, 2, 2], [1, 2, 2]]) == 2
+    with pytest.raises(ValueError, match="stage 6 is not an encoder stage"):
+        cube_size_at_stage(btcv, BTCV_CPU_STRIDES, 6)
+
+
 def test_invalid_plans_raise_with_axis_patch_and_stride():
     with pytest.raises(ValueError, match=r"Axis 0: cube size 24 is not a multiple of the encoder's total stride 16"):
         validate_cube_size((48, 96, 96), (24, 32, 32), (16, 32, 32))
@@ -254,7 +278,8 @@ def test_cubes_through_anisotropic_encoder_fit_location_head():
     x = torch.randn(2, 1, 8, 8, 16)
     bottleneck = enc(partition_cubes(x, grid))
     assert bottleneck.shape == (2 * 16, 6, 2, 1, 1)
-    head = LocationHead.for_cube_grid(grid, bottleneck_channels=6, hidden_features=8)
+    head = LocationHead(location_head_in_features(6, grid.cube_size, grid.total_stride), grid.n_cubes,
+                        hidden_features=8)
     logits = head(bottleneck)
     assert logits.shape == (32, 16)
     loss = F.cross_entropy(logits, location_labels(grid, batch_size=2))

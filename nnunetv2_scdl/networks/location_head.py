@@ -1,9 +1,9 @@
 """Magic-cube location head (MagicNet's ``FcLayer``; docs/magicnet.md).
 
-Each cube of an image goes through the shared encoder on its own; its bottleneck [C_b, *(c / s)] is flattened and the
-head predicts which of the K cube positions it came from. Train it with
-``F.cross_entropy(logits, location_labels(...))``
-(the released code applies NLL to log-softmax outputs, which is the same loss).
+Each cube of an image goes through the shared encoder on its own; its features at one encoder stage (MagicNet: the
+bottleneck [C_b, *(c / s)]) are flattened and the head predicts which of the K cube positions it came from. Train it
+with ``F.cross_entropy(logits, location_labels(...))`` (the released code applies NLL to log-softmax outputs, which is
+the same loss).
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from nnunetv2_scdl.networks.magic_cubes import CubeGrid
 
 __all__ = ["location_head_in_features", "LocationHead", "PerProcessBatchNorm1d"]
 
@@ -89,13 +87,6 @@ class LocationHead(nn.Module):
             nn.LeakyReLU(negative_slope),
             nn.Linear(hidden_features, n_cubes),
         )
-
-    @classmethod
-    def for_cube_grid(cls, cube_grid: CubeGrid, bottleneck_channels: int, hidden_features: int = 4096,
-                      negative_slope: float = 0.2) -> "LocationHead":
-        """Size the head for a ``CubeGrid``: F = C_b · ∏ bottleneck_size, K = n_cubes."""
-        in_features = location_head_in_features(bottleneck_channels, cube_grid.cube_size, cube_grid.total_stride)
-        return cls(in_features, cube_grid.n_cubes, hidden_features, negative_slope)
 
     def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
         if bottleneck.dim() < 2:

@@ -1,4 +1,4 @@
-"""MagicNet's network on nnU-Net: the plans' U-Net plus a location head on each magic cube's bottleneck.
+"""MagicNet's network on nnU-Net: the plans' U-Net plus a location head on each magic cube's encoder features.
 
 ``MagicCubeNetwork.forward(x)`` is the segmentation forward, so nnU-Net's trainer, predictor and checkpoints see a
 plain segmentation network; the pieces GA-MagicNet's training step needs are separate methods. The trainer is
@@ -11,8 +11,8 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from nnunetv2_scdl.networks.location_head import LocationHead
-from nnunetv2_scdl.networks.magic_cubes import CubeGrid
+from nnunetv2_scdl.networks.location_head import LocationHead, location_head_in_features
+from nnunetv2_scdl.networks.magic_cubes import CubeGrid, cube_size_at_stage, default_location_stage
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.networks.training_pass import accepts_training_pass
 
@@ -21,7 +21,7 @@ __all__ = ["MagicCubeNetwork", "cube_grid_from_configuration", "build_magic_cube
 
 class MagicCubeNetwork(nn.Module):
     """A plan-generated U-Net (``PlainConvUNet``/``ResidualEncoderUNet``, or an ``SCDLUNet`` around one) plus
-    MagicNet's location head on each cube's bottleneck.
+    MagicNet's location head on each cube's encoder features at ``location_stage``.
 
     ``forward(x)`` is the segmentation network's own forward (what nnU-Net's trainer and predictor call). The pieces
     MagicNet needs are exposed separately: :meth:`decode` (decoder stages without heads, lowest resolution first),
@@ -29,9 +29,14 @@ class MagicCubeNetwork(nn.Module):
     :meth:`full_resolution_head` and :meth:`locate`; the trainer runs them inside ``forward`` through
     ``training_pass`` (:func:`~nnunetv2_scdl.networks.training_pass.accepts_training_pass`). ``.encoder``/``.decoder`` are the segmenter's (nnU-Net's deep
     supervision toggle writes ``decoder.deep_supervision``). State-dict keys: ``segmenter.*`` and ``location_head.*``.
+
+    ``location_stage``: the encoder stage whose output (one cube's, flattened) the location head reads; None =
+    :func:`~nnunetv2_scdl.networks.magic_cubes.default_location_stage` (the bottleneck wherever a cube reaches it as at
+    least 2 voxels along every axis), -1 = the bottleneck, as in the released code.
     """
 
-    def __init__(self, segmenter: nn.Module, cube_grid: CubeGrid, location_hidden_features: int = 4096):
+    def __init__(self, segmenter: nn.Module, cube_grid: CubeGrid, location_hidden_features: int = 4096,
+                 location_stage: Optional[int] = None):
         super().__init__()
         if not hasattr(segmenter, "encoder") or not hasattr(segmenter, "decoder"):
             raise ValueError(f"MagicCubeNetwork needs a U-Net with .encoder and .decoder, got "
@@ -41,8 +46,18 @@ class MagicCubeNetwork(nn.Module):
                              "of every path, computed from the feature that head receives).")
         self.segmenter = segmenter
         self.cube_grid = cube_grid
-        self.location_head = LocationHead.for_cube_grid(cube_grid, segmenter.encoder.output_channels[-1],
-                                                        hidden_features=location_hidden_features)
+        strides = segmenter.encoder.strides
+        if location_stage is None:
+            location_stage = default_location_stage(cube_grid.cube_size, strides)
+        if not -len(strides) <= location_stage < len(strides):
+            raise ValueError(f"location_stage {location_stage} is not an encoder stage (the encoder has "
+                             f"{len(strides)}).")
+        self.location_stage = location_stage % len(strides)
+        #: one cube's spatial size at the location stage
+        self.location_feature_size = cube_size_at_stage(cube_grid.cube_size, strides, self.location_stage)
+        in_features = location_head_in_features(segmenter.encoder.output_channels[self.location_stage],
+                                                self.location_feature_size, (1,) * cube_grid.ndim)
+        self.location_head = LocationHead(in_features, cube_grid.n_cubes, hidden_features=location_hidden_features)
 
     @property
     def encoder(self) -> nn.Module:
@@ -94,10 +109,12 @@ class MagicCubeNetwork(nn.Module):
         with _deep_supervision_off(self.decoder):
             return self.segmenter.forward_heads([None] * (len(self.decoder.stages) - 1) + [full_feature])
 
-    def locate(self, bottlenecks: torch.Tensor, n_images: int) -> torch.Tensor:
-        """Location logits [B·K, K] for the encoder bottlenecks of ``n_images`` images' cubes (image-major rows).
-        Each image's K cubes form one batch of the head (as in MagicNet: its BatchNorm sees one image at a time)."""
-        return torch.cat([self.location_head(group) for group in bottlenecks.chunk(n_images)])
+    def locate(self, cube_skips: Sequence[torch.Tensor], n_images: int) -> torch.Tensor:
+        """Location logits [B·K, K] from the encoder outputs (every stage, as ``encoder`` returns them) of
+        ``n_images`` images' cubes (image-major rows); the head reads stage ``location_stage``. Each image's K cubes
+        form one batch of the head (as in MagicNet: its BatchNorm sees one image at a time)."""
+        features = cube_skips[self.location_stage]
+        return torch.cat([self.location_head(group) for group in features.chunk(n_images)])
 
     def compute_conv_feature_map_size(self, input_size):
         return self.segmenter.compute_conv_feature_map_size(input_size)
@@ -136,7 +153,7 @@ def cube_grid_from_configuration(configuration_manager, cube_size: Optional[Unio
 
 def build_magic_cube_network(configuration_manager, num_input_channels: int, num_output_channels: int,
                              enable_deep_supervision: bool = True, cube_size=None,
-                             location_hidden_features: int = 4096,
+                             location_hidden_features: int = 4096, location_stage: Optional[int] = None,
                              wrap_segmenter: Optional[Callable[[nn.Module], nn.Module]] = None
                              ) -> MagicCubeNetwork:
     """The plans' U-Net (passed through ``wrap_segmenter`` when given, e.g. to wrap it in ``SCDLUNet``) plus a location head sized for the
@@ -149,4 +166,4 @@ def build_magic_cube_network(configuration_manager, num_input_channels: int, num
                                        deep_supervision=enable_deep_supervision)
     if wrap_segmenter is not None:
         segmenter = wrap_segmenter(segmenter)
-    return MagicCubeNetwork(segmenter, grid, location_hidden_features)
+    return MagicCubeNetwork(segmenter, grid, location_hidden_features, location_stage)

@@ -48,6 +48,9 @@ __all__ = [
     "encoder_total_stride",
     "validate_cube_size",
     "default_cube_size",
+    "MIN_LOCATION_EDGE",
+    "cube_size_at_stage",
+    "default_location_stage",
     "partition_cubes",
     "recover_cubes",
     "location_labels",
@@ -61,6 +64,8 @@ __all__ = [
 SPEC_CUBE_SIZE = 32  # MagicNet's cube edge (96³ patch → 3×3×3 grid)
 # Every cube runs through the whole encoder; nnU-Net's instance norm cannot normalise a single voxel in training.
 MIN_BOTTLENECK_VOXELS = 2
+# MagicNet's location head reads a 2×2×2 bottleneck: it needs a layout within the cube, not just a channel vector
+MIN_LOCATION_EDGE = 2
 
 GridLike = Union["CubeGrid", Sequence[int]]
 
@@ -182,6 +187,37 @@ def default_cube_size(patch_size: Sequence[int], stage_strides: Sequence[Union[i
                          f"bottleneck keeps {MIN_BOTTLENECK_VOXELS} voxels; magic-cube partition needs at least two "
                          f"cubes (each cube must be a multiple of the stride).")
     return tuple(cube)
+
+
+def cube_size_at_stage(cube_size: Sequence[int], stage_strides: Sequence[Union[int, Sequence[int]]], stage: int
+                       ) -> Tuple[int, ...]:
+    """The spatial size of one cube at the output of encoder stage ``stage``: c_a / ∏_{t ≤ stage} s_{t,a}.
+
+    Example: cube (16, 64, 32), strides [[1,1,1],[2,2,2],[2,2,2],[2,2,2],[2,2,2],[1,2,2]]: stage 3 → (2, 8, 4),
+    stage 5 (the bottleneck) → (1, 2, 1).
+    """
+    if not 0 <= stage < len(stage_strides):
+        raise ValueError(f"stage {stage} is not an encoder stage (the encoder has {len(stage_strides)}).")
+    stride = encoder_total_stride(stage_strides[:stage + 1], len(cube_size))
+    for a, (c, s) in enumerate(zip(cube_size, stride)):
+        if c % s != 0:
+            raise ValueError(f"Axis {a}: cube size {c} is not a multiple of the stride {s} of encoder stage {stage}.")
+    return tuple(c // s for c, s in zip(cube_size, stride))
+
+
+def default_location_stage(cube_size: Sequence[int], stage_strides: Sequence[Union[int, Sequence[int]]]) -> int:
+    """The encoder stage whose output the location head reads: the deepest stage at which a cube still spans at least
+    ``MIN_LOCATION_EDGE`` voxels along every axis that is that long at the input (MagicNet's 32³ cube reaches its
+    bottleneck as 2×2×2).
+
+    On anisotropic plans the bottleneck of a cube is often a line or a pair of voxels (BTCV's CPU plans: 1×2×1), which
+    instance norm reduces to which voxel is larger in each channel; a shallower stage keeps the cube's layout. When
+    the bottleneck is already at least 2 voxels along every axis, this is the bottleneck, as in MagicNet.
+    """
+    needed = [min(MIN_LOCATION_EDGE, c) for c in cube_size]
+    deep_enough = [stage for stage in range(len(stage_strides))
+                   if all(size >= n for size, n in zip(cube_size_at_stage(cube_size, stage_strides, stage), needed))]
+    return max(deep_enough, default=0)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,9 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
 
     Architecture options (class attributes only; ``nnUNetv2_predict`` rebuilds the network from the class):
     ``cube_size`` (None = ``CubeGrid.from_plan``'s default: 32 per axis where valid, else ~3 cubes per axis; an int
-    or a per-axis tuple) and ``location_hidden_features`` (4096, MagicNet's FcLayer width).
+    or a per-axis tuple), ``location_hidden_features`` (4096, MagicNet's FcLayer width) and ``location_stage`` (the
+    encoder stage the location head reads; None = the deepest stage at which a cube spans at least 2 voxels along
+    every axis, which is the bottleneck for MagicNet's own cubes; -1 = the bottleneck, as in the released code).
     """
 
     hyperparameters = nnUNetTrainerSSL.hyperparameters + TEACHER_HYPERPARAMETERS + (
@@ -96,6 +98,7 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
 
     cube_size: Optional[Union[int, Tuple[int, ...]]] = None
     location_hidden_features = 4096
+    location_stage: Optional[int] = None
 
     logged_terms = ("supervised", "supervised_main", "dice_unmix", "dice_within", "location", "location_accuracy",
                     "consistency", "consistency_weight", "blend_fraction")
@@ -124,14 +127,18 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
         # a classmethod, called exactly like nnU-Net's staticmethod, so that the class attributes take effect
         return build_magic_cube_network(
             configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision, cls.cube_size,
-            cls.location_hidden_features,
+            cls.location_hidden_features, cls.location_stage,
             lambda segmenter: cls.attach_scdl(segmenter, configuration_manager, num_output_channels))
 
     def initialize(self):
         super().initialize()
+        network = unwrap_network(self.network)
         self.print_to_log_file(f"GA-MagicNet cubes: patch {list(self.cube_grid.patch_size)} → cube "
                                f"{list(self.cube_grid.cube_size)}, grid {list(self.cube_grid.grid)} "
-                               f"({self.cube_grid.n_cubes} cubes), faithful={self.faithful}")
+                               f"({self.cube_grid.n_cubes} cubes), location head on encoder stage "
+                               f"{network.location_stage} (a cube is "
+                               f"{'×'.join(map(str, network.location_feature_size))} there), "
+                               f"faithful={self.faithful}")
         ignore = self.label_manager.ignore_label
         self.supervised_loss = self.wrap_deep_supervision(GASupervisedLoss(self.ga_k, self.ga_gamma, ignore))
         self.dice_loss = GADiceLoss(softmax=True, ignore_index=ignore)
@@ -190,7 +197,7 @@ class nnUNetTrainerGAMagicNet(EMATeacherMixin, nnUNetTrainerSSL):
 
         # 4 + 5. location reasoning and within-image recovery share the cubes' encoder pass
         cube_skips = network.encoder(partition_cubes(x, grid))
-        location_logits = network.locate(cube_skips[-1], n_images)
+        location_logits = network.locate(cube_skips, n_images)
         location_targets = location_labels(grid, n_images, device=x.device)
         location = F.cross_entropy(location_logits.float(), location_targets)
         within_logits = self.within_image_logits(network, cube_skips)
