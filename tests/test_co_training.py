@@ -28,17 +28,18 @@ def expected_total(trainer, o):
 
 
 def test_network_is_a_dual_unet_with_the_documented_inits(planned_phantom):
-    trainer = make_trainer(planned_phantom, nnUNetTrainerGACPS)
+    trainer = make_trainer(planned_phantom, nnUNetTrainerGACPS_paper)
     trainer.initialize()
     network = trainer.network
     assert isinstance(network, DualNetwork)
-    # B is Xavier-normal: its conv weights differ in scale from A's He init (fan_in only)
+    # the paper variant keeps GA-CPS's inits: A He (fan_in only), B Xavier-normal
     conv_a = next(m for m in network.net_a.modules() if isinstance(m, torch.nn.Conv3d))
     conv_b = next(m for m in network.net_b.modules() if isinstance(m, torch.nn.Conv3d))
     fan_in = conv_a.weight[0].numel()
     fan_out = conv_a.weight.shape[0] * conv_a.weight[0, 0].numel()
     assert conv_a.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.35)  # He (a=0.01) ≈ √(2/fan_in)
     assert conv_b.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.35)
+    assert "Co-training inits: network A 'he', network B 'xavier_normal'" in open(trainer.log_file).read()
     # deep supervision toggles both decoders; the stock predictor's call returns the ensemble
     trainer.set_deep_supervision_enabled(False)
     assert not network.net_a.decoder.deep_supervision and not network.net_b.decoder.deep_supervision
@@ -55,11 +56,6 @@ def test_network_is_a_dual_unet_with_the_documented_inits(planned_phantom):
         make_trainer(planned_phantom, nnUNetTrainerCoTraining).initialize()
 
 
-class GACPSHeAtXavierNorm(nnUNetTrainerGACPS):
-    network_a_init = "he_xavier_norm"
-    network_b_init = "xavier_normal"
-
-
 class GACPSHe(nnUNetTrainerGACPS):
     network_a_init = "he"
 
@@ -69,13 +65,15 @@ def build_network(trainer_class, plans_manager, configuration_manager, seed=0):
     return trainer_class.build_network_architecture(plans_manager, configuration_manager, 1, 4, True)
 
 
-def test_he_at_xavier_norm_gives_a_and_b_equal_layer_norms_but_different_weights(planned_phantom):
-    reference = make_trainer(planned_phantom, GACPSHeAtXavierNorm)
+@pytest.mark.parametrize("trainer_class", [nnUNetTrainerGACPS, nnUNetTrainerSCDL_GACPS], ids=lambda c: c.__name__)
+def test_gacps_a_and_b_start_with_equal_layer_norms_but_different_weights(planned_phantom, trainer_class):
+    """The default: A is He's draw rescaled to Xavier's per-layer norm, B Xavier-normal."""
+    reference = make_trainer(planned_phantom, trainer_class)
     plans, configuration = reference.plans_manager, reference.configuration_manager
-    network = build_network(GACPSHeAtXavierNorm, plans, configuration)
+    network = build_network(trainer_class, plans, configuration)
     he = build_network(GACPSHe, plans, configuration)  # same seed: the same He draw for A before rescaling
-    convs = [(name, module) for name, module in network.net_a.named_modules()
-             if isinstance(module, torch.nn.modules.conv._ConvNd)]
+    convs = [(name, module) for name, module in network.net_a.named_modules()  # the U-Net's, not SCDL's own
+             if isinstance(module, torch.nn.modules.conv._ConvNd) and name.split(".")[0] in ("encoder", "decoder")]
     assert len(convs) > 10
     for name, conv_a in convs:
         conv_b = network.net_b.get_submodule(name)

@@ -110,6 +110,8 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
 
     def initialize(self):
         super().initialize()
+        self.print_to_log_file(f"Co-training inits: network A {self.network_a_init!r}, network B "
+                               f"{self.network_b_init!r}")
         self.build_co_training_losses()
 
     # ---------------------------------------------------------------------------------------------- training step

@@ -37,6 +37,9 @@ class nnUNetTrainerGACPS(nnUNetTrainerCoTraining):
     ga_k_supervised = 10.0
     ga_k_cps = 100.0
     ga_gamma = 0.5
+    # B: Xavier-normal, as in GA-CPS. A: He's draw at Xavier's per-layer norm, so that under one optimiser both nets
+    # move at the same rate (instance norm makes a layer's effective learning rate go as 1/‖w‖²)
+    network_a_init = "he_xavier_norm"
     network_b_init = "xavier_normal"
 
     def build_co_training_losses(self) -> None:
@@ -56,7 +59,9 @@ class nnUNetTrainerSCDL_GACPS(CoTrainingSCDLAddon, nnUNetTrainerGACPS):
 
 class GACPSPaperSchedule(PaperOptimiser):
     """GALoss' CPS optimisation: SGD lr 0.01, momentum 0.9, wd 1e-4, poly 0.9 per iteration, 17 000 iterations
-    (68 epochs × 250)."""
+    (68 epochs × 250), and its initialisation: net A keeps nnU-Net's He init (GALoss: Kaiming for A, Xavier for B)."""
+
+    network_a_init = "he"
 
     paper_lr = 0.01
     paper_momentum = 0.9
