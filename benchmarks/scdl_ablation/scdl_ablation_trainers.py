@@ -1,0 +1,20 @@
+"""SCDL_MT with one part of SCDL switched off, for the ablation of docs/scdl.md ("Which part of SCDL ...").
+
+Not part of the package: point ``nnUNet_extTrainer`` (or ``nnUNetv2_scdl_benchmark --ext-trainer-dir``) at this
+folder. Each class changes one class attribute of ``nnUNetTrainerSCDL_MT`` (the paper variant):
+
+- ``nnUNetTrainerSCDL_MT_noPriors``: the priors stay out of the decoder (``prior_mode "none"``); CDBA and SAC train
+  the proxies as usual, so only the losses act on the U-Net.
+- ``nnUNetTrainerSCDL_MT_noLosses``: the priors go into the decoder, but CDBA and SAC have weight 0; the proxies
+  and the prior projections learn only through the segmentation losses.
+"""
+from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
+
+
+class nnUNetTrainerSCDL_MT_noPriors(nnUNetTrainerSCDL_MT):
+    scdl_prior_modes = {"paper": "none", "released": "none"}
+
+
+class nnUNetTrainerSCDL_MT_noLosses(nnUNetTrainerSCDL_MT):
+    scdl_weight_cdba = 0.0
+    scdl_weight_sac = 0.0

@@ -1,0 +1,32 @@
+"""benchmarks/scdl_ablation: nnU-Net finds its two trainers through nnUNet_extTrainer, and each switches off exactly
+the part of SCDL its name says."""
+import os
+from unittest.mock import patch
+
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+from conftest import REPO_ROOT
+from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
+
+ABLATION_FOLDER = REPO_ROOT / "benchmarks" / "scdl_ablation"
+
+
+def find(name):
+    with patch.dict(os.environ, {"nnUNet_extTrainer": str(ABLATION_FOLDER)}):
+        return recursive_find_trainer_class_by_name(name)
+
+
+def test_each_ablation_trainer_switches_off_one_part_of_scdl():
+    full = nnUNetTrainerSCDL_MT.scdl_network_options()
+    assert full["prior_mode"] == "decoder" and nnUNetTrainerSCDL_MT.scdl_weight_cdba > 0
+
+    no_priors = find("nnUNetTrainerSCDL_MT_noPriors")
+    assert issubclass(no_priors, nnUNetTrainerSCDL_MT)
+    assert no_priors.scdl_network_options() == {**full, "prior_mode": "none"}
+    assert (no_priors.scdl_weight_cdba, no_priors.scdl_weight_sac) == (nnUNetTrainerSCDL_MT.scdl_weight_cdba,
+                                                                       nnUNetTrainerSCDL_MT.scdl_weight_sac)
+
+    no_losses = find("nnUNetTrainerSCDL_MT_noLosses")
+    assert issubclass(no_losses, nnUNetTrainerSCDL_MT)
+    assert no_losses.scdl_network_options() == full
+    assert no_losses.scdl_weight_cdba == no_losses.scdl_weight_sac == 0
