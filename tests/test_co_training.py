@@ -39,7 +39,8 @@ def test_network_is_a_dual_unet_with_the_documented_inits(planned_phantom):
     fan_out = conv_a.weight.shape[0] * conv_a.weight[0, 0].numel()
     assert conv_a.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.35)  # He (a=0.01) ≈ √(2/fan_in)
     assert conv_b.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.35)
-    assert "Co-training inits: network A 'he', network B 'xavier_normal'" in open(trainer.log_file).read()
+    assert "co-training inits (class attributes only): network A 'he', network B 'xavier_normal'" in open(
+        trainer.log_file).read()
     # deep supervision toggles both decoders; the stock predictor's call returns the ensemble
     trainer.set_deep_supervision_enabled(False)
     assert not network.net_a.decoder.deep_supervision and not network.net_b.decoder.deep_supervision

@@ -108,10 +108,12 @@ class nnUNetTrainerCoTraining(nnUNetTrainerSSL):
         raise NotImplementedError(f"{type(self).__name__} is the co-training base class; train one of its methods "
                                   f"(e.g. nnUNetTrainerGACPS or nnUNetTrainerDHC) instead.")
 
+    def hyperparameter_report(self) -> str:
+        return (super().hyperparameter_report() + f"\n  co-training inits (class attributes only): network A "
+                                                  f"{self.network_a_init!r}, network B {self.network_b_init!r}")
+
     def initialize(self):
         super().initialize()
-        self.print_to_log_file(f"Co-training inits: network A {self.network_a_init!r}, network B "
-                               f"{self.network_b_init!r}")
         self.build_co_training_losses()
 
     # ---------------------------------------------------------------------------------------------- training step
