@@ -44,6 +44,7 @@ setup(
             "nnUNetv2_scdl_benchmark=nnunetv2_scdl.cli.benchmark:main",
             "nnUNetv2_scdl_benchmark_report=nnunetv2_scdl.cli.benchmark_report:main",
             "nnUNetv2_scdl_self_train=nnunetv2_scdl.cli.self_train:main",
+            "nnUNetv2_scdl_plateau=nnunetv2_scdl.cli.plateau:main",
         ]
     },
 )

@@ -6,7 +6,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from conftest import make_trainer
 
-from nnunetv2_scdl.cli.benchmark import training_summary
+from nnunetv2_scdl.evaluation.benchmark_summary import training_summary
 from nnunetv2_scdl.training.ga_cps import nnUNetTrainerGACPS
 from nnunetv2_scdl.training.mean_teacher import nnUNetTrainerMeanTeacher
 from nnunetv2_scdl.training.progress_logging import per_class_rows

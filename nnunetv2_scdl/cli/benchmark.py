@@ -69,6 +69,7 @@ from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, LEARN
                                                        per_class_table, plot_benchmark, plot_learning_curves,
                                                        scdl_effect, scdl_effect_table, self_training_table,
                                                        summary_table)
+from nnunetv2_scdl.evaluation.benchmark_summary import training_summary
 
 FOLD = "0"
 # settings that must match to resume an output folder (the trainer list may grow)
@@ -292,29 +293,6 @@ def link_validation_cases(raw_folder: Path, cases: List[str], file_ending: str, 
 # ----------------------------------------------------------------------------------------------------------------------
 def fold_folder(paths: BenchmarkPaths, dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
     return paths.results / dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{FOLD}"
-
-
-def training_summary(checkpoint_file: Path) -> dict:
-    """From the checkpoint's log: summed epoch durations (nnU-Net's epoch timestamps; setup and validation export
-    excluded), epochs, the per-epoch pseudo Dice per foreground class (``None`` where NaN, for JSON), and that of
-    each monitored network (``network_pseudo_dice``; co-training's A and B, an EMA teacher's student)."""
-    import torch
-
-    from nnunetv2_scdl.training.progress_logging import NETWORK_DICE_PREFIX, per_class_rows
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
-    logging = checkpoint["logging"]
-    starts, ends = logging["epoch_start_timestamps"], logging["epoch_end_timestamps"]
-
-    def rounded(rows) -> List[List[Optional[float]]]:
-        return [[None if math.isnan(float(v)) else round(float(v), 5) for v in epoch] for epoch in rows]
-
-    summary = {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends),
-               "pseudo_dice": rounded(logging.get("dice_per_class_or_region", []))}
-    networks = {key[len(NETWORK_DICE_PREFIX):]: rounded(per_class_rows(values[:len(ends)]))
-                for key, values in logging.items() if key.startswith(NETWORK_DICE_PREFIX)}
-    if networks:
-        summary["network_pseudo_dice"] = networks
-    return summary
 
 
 def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],

@@ -19,6 +19,7 @@ a learning curve), see docs/benchmark.md.
 """
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -67,6 +68,29 @@ def learned_steps(pseudo_dice: Optional[List[List[Optional[float]]]], labels: Li
         epoch = first_learned_epoch(curves[label])
         learned[str(label)] = None if epoch is None else {"epoch": epoch, "step": (epoch + 1) * iterations_per_epoch}
     return learned
+
+
+def training_summary(checkpoint_file: Path) -> dict:
+    """From the checkpoint's log: summed epoch durations (nnU-Net's epoch timestamps; setup and validation export
+    excluded), epochs, the per-epoch pseudo Dice per foreground class (``None`` where NaN, for JSON), and that of
+    each monitored network (``network_pseudo_dice``; co-training's A and B, an EMA teacher's student)."""
+    import torch
+
+    from nnunetv2_scdl.training.progress_logging import NETWORK_DICE_PREFIX, per_class_rows
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    logging = checkpoint["logging"]
+    starts, ends = logging["epoch_start_timestamps"], logging["epoch_end_timestamps"]
+
+    def rounded(rows) -> List[List[Optional[float]]]:
+        return [[None if math.isnan(float(v)) else round(float(v), 5) for v in epoch] for epoch in rows]
+
+    summary = {"seconds": float(sum(e - s for s, e in zip(starts, ends))), "epochs": len(ends),
+               "pseudo_dice": rounded(logging.get("dice_per_class_or_region", []))}
+    networks = {key[len(NETWORK_DICE_PREFIX):]: rounded(per_class_rows(values[:len(ends)]))
+                for key, values in logging.items() if key.startswith(NETWORK_DICE_PREFIX)}
+    if networks:
+        summary["network_pseudo_dice"] = networks
+    return summary
 
 
 def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: dict, training: dict) -> dict:

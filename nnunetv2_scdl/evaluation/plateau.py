@@ -1,0 +1,189 @@
+"""When each network of a trainer left the "everything is background" plateau, from finished or unfinished runs.
+
+A class counts as learned from the first epoch whose pseudo Dice stays ≥ ``LEARNED_THRESHOLD`` for
+``LEARNED_SUSTAIN`` epochs (:func:`nnunetv2_scdl.evaluation.benchmark_report.first_learned_epoch`), expressed as the
+optimiser steps done when that epoch was measured. The benchmark report gives the same numbers for finished runs;
+this module also reads a run still training (its ``checkpoint_latest.pth``), so that a plateau row needs only the
+first few hundred steps of a run.
+
+A source is either
+
+- a trainer summary (``nnunetv2_scdl.trainer_summary`` JSON, see :mod:`nnunetv2_scdl.evaluation.benchmark_summary`)
+  or a folder holding such summaries, or
+- an nnU-Net model folder (``.../<trainer>__<plans>__<configuration>/fold_<f>``): its ``checkpoint_final.pth``, else
+  its ``checkpoint_latest.pth``; the iterations per epoch and the seed come from its ``debug.json``, the class names
+  from the ``dataset.json`` beside the fold.
+"""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from nnunetv2_scdl.evaluation.benchmark_report import (REFERENCE_TRAINER, TAIL_MARK, curves_by_label,
+                                                       first_learned_epoch, short_name)
+from nnunetv2_scdl.evaluation.benchmark_summary import is_summary, load_summary_file, training_summary
+
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
+
+
+@dataclass
+class PlateauSource:
+    """One trained (or training) model. ``curves``: ``[(network, per-epoch pseudo Dice)]``, the validated network
+    first (network ``""``), then each monitored network (co-training's A and B, an EMA teacher's student);
+    per-epoch pseudo Dice is [epochs][foreground classes in label order]. ``finished``: training reached its last
+    epoch, so a class not learned was never learned."""
+    trainer: str
+    seed: Optional[int]
+    epochs: int
+    finished: bool
+    iterations_per_epoch: int
+    class_names: Dict[int, str]
+    curves: List[Tuple[str, list]]
+    tail: set = field(default_factory=set)
+    origin: str = ""
+
+    @property
+    def labels(self) -> List[int]:
+        return sorted(self.class_names)
+
+    def learned_steps(self) -> List[Tuple[str, Dict[int, Optional[int]]]]:
+        """``[(network, {label: step or None})]`` for every curve whose classes match ``class_names``."""
+        rows = []
+        for network, pseudo_dice in self.curves:
+            curves = curves_by_label(pseudo_dice, self.labels)
+            if curves is None:
+                continue
+            steps = {}
+            for label in self.labels:
+                epoch = first_learned_epoch(curves[label])
+                steps[label] = None if epoch is None else (epoch + 1) * self.iterations_per_epoch
+            rows.append((network, steps))
+        return rows
+
+
+def source_from_summary(summary: dict) -> PlateauSource:
+    training, settings = summary["training"], summary["settings"]
+    curves = [("", training.get("pseudo_dice"))] + list((training.get("network_pseudo_dice") or {}).items())
+    return PlateauSource(
+        trainer=summary["trainer"], seed=settings.get("seed"), epochs=int(training["epochs"]), finished=True,
+        iterations_per_epoch=int(settings["iterations_per_epoch"]),
+        class_names={int(label): name for label, name in summary["classes"].items()}, curves=curves,
+        tail={int(label) for label in summary.get("class_groups", {}).get("tail", [])},
+        origin=summary.get("source", ""))
+
+
+def _foreground_classes(dataset_json: Path) -> Dict[int, str]:
+    labels = json.loads(dataset_json.read_text(encoding="utf-8"))["labels"]
+    classes = {}
+    for name, value in labels.items():
+        if not isinstance(value, int):
+            raise ValueError(f"{dataset_json}: label {name!r} is a region ({value}); plateau rows need plain labels.")
+        if value != 0 and name != "ignore":
+            classes[value] = name
+    return classes
+
+
+def source_from_model_folder(fold: Path, iterations_per_epoch: Optional[int] = None) -> PlateauSource:
+    """A model folder's plateau data from its final checkpoint, else its latest (a run still training)."""
+    fold = Path(fold)
+    checkpoint = next((fold / name for name in CHECKPOINTS if (fold / name).is_file()), None)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{fold} holds neither {' nor '.join(CHECKPOINTS)}: nothing to read.")
+    debug = json.loads((fold / "debug.json").read_text(encoding="utf-8")) if (fold / "debug.json").is_file() else {}
+    if iterations_per_epoch is None:
+        if "num_iterations_per_epoch" not in debug:
+            raise ValueError(f"{fold} has no debug.json with num_iterations_per_epoch; give the iterations per epoch.")
+        iterations_per_epoch = int(debug["num_iterations_per_epoch"])
+    dataset_json = fold.parent / "dataset.json"
+    if not dataset_json.is_file():
+        raise FileNotFoundError(f"{dataset_json} is missing: the class names of {fold} are unknown.")
+    training = training_summary(checkpoint)
+    seed = debug.get("seed")
+    curves = [("", training["pseudo_dice"])] + list(training.get("network_pseudo_dice", {}).items())
+    return PlateauSource(
+        trainer=fold.parent.name.split("__")[0], seed=None if seed in (None, "None") else int(seed),
+        epochs=training["epochs"], finished=checkpoint.name == CHECKPOINTS[0],
+        iterations_per_epoch=iterations_per_epoch, class_names=_foreground_classes(dataset_json), curves=curves,
+        origin=str(checkpoint))
+
+
+def load_sources(paths: Sequence[Path], iterations_per_epoch: Optional[int] = None) -> List[PlateauSource]:
+    """Every source below ``paths``: a summary file, a model folder, or a folder searched for summaries and, where it
+    holds none, for model folders (``**/fold_*`` with a checkpoint). A run found twice (e.g. the learning curve's
+    reference copied into a seed folder) is kept once."""
+    sources = []
+    for path in map(Path, paths):
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not is_summary(data):
+                raise ValueError(f"{path} is not a trainer summary.")
+            sources.append(source_from_summary(load_summary_file(path)))
+        elif any((path / name).is_file() for name in CHECKPOINTS):
+            sources.append(source_from_model_folder(path, iterations_per_epoch))
+        elif path.is_dir():
+            found = [source_from_summary(load_summary_file(p)) for p in sorted(path.rglob("*.json"))
+                     if _is_summary_file(p)]
+            if not found:
+                folds = sorted({c.parent for name in CHECKPOINTS for c in path.rglob(f"fold_*/{name}")})
+                found = [source_from_model_folder(fold, iterations_per_epoch) for fold in folds]
+            if not found:
+                raise FileNotFoundError(f"{path} holds no trainer summary and no model folder with a checkpoint.")
+            sources += found
+        else:
+            raise FileNotFoundError(f"{path} does not exist.")
+    unique = {}
+    for source in sources:
+        unique.setdefault(json.dumps([source.trainer, source.seed, source.epochs, source.curves]), source)
+    return list(unique.values())
+
+
+def _is_summary_file(path: Path) -> bool:
+    try:
+        return is_summary(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def find_reference(sources: Sequence[PlateauSource], trainer: str = REFERENCE_TRAINER) -> Optional[PlateauSource]:
+    """The first finished source of ``trainer`` (a finished one if there is any)."""
+    candidates = [s for s in sources if s.trainer == trainer]
+    return next((s for s in candidates if s.finished), candidates[0] if candidates else None)
+
+
+def _cell(step: Optional[int], reference_step: Optional[int], source: PlateauSource) -> str:
+    if step is None:
+        return "never" if source.finished else f"not by {source.epochs * source.iterations_per_epoch}"
+    if reference_step is None:
+        return str(step)
+    return f"{step} ({step / reference_step:.2f})"
+
+
+def plateau_table(sources: Sequence[PlateauSource], reference: Optional[PlateauSource] = None) -> str:
+    """Markdown table: per source and network, the step from which each class stayed learned, and in parentheses
+    that step over ``reference``'s (its validated network's) step for the class; the steps each row has read
+    (``finished`` for a completed run). The seed is shown when the sources have several."""
+    if not sources:
+        raise ValueError("no sources")
+    labels = sources[0].labels
+    for source in sources:
+        if source.labels != labels:
+            raise ValueError(f"{source.origin or source.trainer} has classes {source.labels}, the first source "
+                             f"{labels}: one table compares one dataset.")
+    names = {label: name for s in sources for label, name in s.class_names.items()}
+    tail = set().union(*(s.tail for s in sources))
+    reference_steps = dict(reference.learned_steps()[0][1]) if reference is not None and reference.learned_steps() \
+        else {}
+    several_seeds = len({s.seed for s in sources}) > 1
+    header = ["trainer · network"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
+    header += ["steps read"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for source in sources:
+        for network, steps in source.learned_steps():
+            row = short_name(source.trainer) + (f" · {network}" if network else "")
+            row += f" (seed {source.seed})" if several_seeds else ""
+            row += " (reference)" if source is reference and not network else ""
+            cells = [_cell(steps[label], reference_steps.get(label), source) for label in labels]
+            read = source.epochs * source.iterations_per_epoch
+            cells.append(f"{read}, finished" if source.finished else f"{read}, training")
+            lines.append("| " + " | ".join([row] + cells) + " |")
+    return "\n".join(lines)
