@@ -110,7 +110,7 @@ class nnUNetTrainerDHC(nnUNetTrainerCoTraining):
 
 
 class nnUNetTrainerSCDL_DHC(CoTrainingSCDLAddon, nnUNetTrainerDHC):
-    """DHC with one SCDL per network (prior mode 'none' by default: SCDL adds losses only)."""
+    """DHC with one SCDL per network: priors in both decoders (the ``released`` variant: losses only)."""
 
     hyperparameters = nnUNetTrainerDHC.hyperparameters + SCDL_HYPERPARAMETERS
     logged_terms = nnUNetTrainerDHC.logged_terms + SCDL_LOGGED_TERMS

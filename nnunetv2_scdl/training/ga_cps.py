@@ -4,8 +4,8 @@ L = Σ_{N∈{A,B}} DS[GACE_{k_sup,γ}(N(x_l), y) + GADice(N(x_l), y)]
     + w_cps(t)·[GACE_{k_cps,γ}(A(x), argmax B(x)) + GACE_{k_cps,γ}(B(x), argmax A(x))]
 
 with x = cat(labeled, unlabeled), CPS on the full-resolution logits, DS = nnU-Net's deep-supervision wrapper,
-k_sup = 10, k_cps = 100, γ = 0.5, w_cps(t) = 0.1·sigmoid_rampup(t, all iterations). A keeps nnU-Net's He init, B is
-re-initialised Xavier-normal. See docs/co_training.md.
+k_sup = 10, k_cps = 100, γ = 0.5, w_cps(t) = 0.1·sigmoid_rampup(t, all iterations). A starts from nnU-Net's He
+draw rescaled to Xavier-normal's per-layer norm (``network_a_init``), B from Xavier-normal.
 """
 from typing import Optional
 
@@ -51,7 +51,7 @@ class nnUNetTrainerGACPS(nnUNetTrainerCoTraining):
 
 
 class nnUNetTrainerSCDL_GACPS(CoTrainingSCDLAddon, nnUNetTrainerGACPS):
-    """GA-CPS with one SCDL per network (prior mode 'none' by default: SCDL adds losses only)."""
+    """GA-CPS with one SCDL per network: priors in both decoders (the ``released`` variant: losses only)."""
 
     hyperparameters = nnUNetTrainerGACPS.hyperparameters + SCDL_HYPERPARAMETERS
     logged_terms = nnUNetTrainerGACPS.logged_terms + SCDL_LOGGED_TERMS
