@@ -203,6 +203,43 @@ def test_benchmark_trains_reports_resumes_and_refuses_other_settings(phantom_cop
 
 
 @pytest.mark.slow
+def test_stop_after_epochs_gives_plateau_rows_and_the_full_run_continues(phantom_copy, monkeypatch, capsys, tmp_path):
+    dataset = phantom_copy()
+    cases = sorted(dataset.labeled)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"labeled": cases[:2], "unlabeled": cases[2:4], "val": cases[4:]}))
+    output = tmp_path / "benchmark"
+    base = ["-d", dataset.dataset_id, "--split", split_file, "-c", dataset.configuration, "-p", dataset.cpu_plans,
+            "--epochs", 3, "--iterations-per-epoch", 1, "--val-iterations", 1, "-o", output, "-device", "cpu",
+            "-np", 1, "--trainers", HOST]
+    env = {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0"}
+    code, refused = run_in_process(benchmark, base + ["--stop-after-epochs", 3], env, monkeypatch, capsys, check=False)
+    assert code == 1 and "--stop-after-epochs must be between 1 and --epochs - 1 (2)" in refused
+
+    _, probed = run_in_process(benchmark, base + ["--stop-after-epochs", 2], env, monkeypatch, capsys)
+    folders = {t: output / "nnUNet_results" / dataset.dataset_name / f"{t}__{dataset.cpu_plans}__3d_fullres" /
+               "fold_0" for t in (REFERENCE, HOST)}
+    for trainer, folder in folders.items():
+        assert not (folder / "checkpoint_final.pth").exists(), trainer
+        assert load_checkpoint(folder, "checkpoint_latest.pth")["current_epoch"] == 2
+    assert "| trainer · network |" in probed and "| MeanTeacher · student |" in probed
+    assert probed.count("| 2, training |") == 3  # reference, teacher, student: 2 of the schedule's 3 steps read
+    state = json.loads((output / STATE_FILE).read_text())
+    assert all("training" not in entry for entry in state["trainers"].values())
+    assert not (output / "predictions" / HOST).exists()
+
+    # the same command without the stop continues both runs (the stop is no setting of the folder)
+    run_in_process(benchmark, base, env, monkeypatch, capsys)
+    for trainer, folder in folders.items():
+        assert load_checkpoint(folder)["current_epoch"] == 3, trainer
+    host_log = (output / "logs" / f"train_{HOST}.log").read_text()
+    assert "Epoch 2" in host_log and "Epoch 0\n" not in host_log and "Epoch 1\n" not in host_log
+    state = json.loads((output / STATE_FILE).read_text())
+    assert all(entry["predicted"] and entry["evaluated"] for entry in state["trainers"].values())
+    assert len(state["commands"]) == 2 and "--stop-after-epochs 2" in state["commands"][0]
+
+
+@pytest.mark.slow
 def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_copy, monkeypatch, capsys, tmp_path):
     """--learning-curve 2 4: steps_0002, started by the plain command, is recognised (not refused, not retrained,
     no new command); steps_0004 is trained; the learning-curve report matches the folders' own reports and is rebuilt

@@ -79,7 +79,7 @@ _RESUME_KEYS = ("dataset", "configuration", "plans", "split", "epochs", "iterati
 
 # SCDL_* variables the runner sets for every trainer (the user's own values of these are overridden)
 _RUNNER_VARIABLES = ("SCDL_NUM_EPOCHS", "SCDL_NUM_ITERATIONS_PER_EPOCH", "SCDL_NUM_VAL_ITERATIONS_PER_EPOCH",
-                     "SCDL_SEED", "SCDL_FINAL_VALIDATION", "SCDL_SAVE_EVERY")
+                     "SCDL_SEED", "SCDL_FINAL_VALIDATION", "SCDL_SAVE_EVERY", "SCDL_STOP_AFTER_EPOCHS")
 
 
 @dataclass
@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "curve and the protocol budget")
     parser.add_argument("--val-iterations", type=int, default=2,
                         help="nnU-Net's per-epoch pseudo-Dice batches (SCDL_NUM_VAL_ITERATIONS_PER_EPOCH, default 2)")
+    parser.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
+                        help="train each trainer only until N epochs of its --epochs schedule are done "
+                             "(SCDL_STOP_AFTER_EPOCHS: same learning rates as the full run), skip prediction and "
+                             "evaluation, and print when each network left the background plateau "
+                             "(nnUNetv2_scdl_plateau). The same command without it continues every run to the end")
     parser.add_argument("--seed", type=int, nargs="+", default=[0],
                         help="seed of every trainer (SCDL_SEED, default 0); several seeds run one after the other, "
                              "each in <output>/seed_<seed>, with a report over seeds in <output>")
@@ -224,6 +229,7 @@ def benchmark_environment(paths: BenchmarkPaths, args: argparse.Namespace) -> Di
         "SCDL_SEED": str(args.seed),
         "SCDL_FINAL_VALIDATION": "0",  # the val cases are predicted with nnUNetv2_predict below
         "SCDL_SAVE_EVERY": "1",  # a checkpoint per epoch: an interrupted benchmark loses at most one epoch
+        "SCDL_STOP_AFTER_EPOCHS": str(getattr(args, "stop_after_epochs", None) or 0),
         "PYTHONUNBUFFERED": "1",
     })
     if args.device == "cpu":
@@ -296,8 +302,9 @@ def fold_folder(paths: BenchmarkPaths, dataset_name: str, trainer: str, plans: s
 
 
 def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
-          printer) -> Path:
-    """Train (or continue training) ``trainer`` unless its ``checkpoint_final.pth`` exists; return the fold folder."""
+          printer) -> Optional[Path]:
+    """Train (or continue training) ``trainer`` unless its ``checkpoint_final.pth`` exists; return the fold folder,
+    or ``None`` where ``--stop-after-epochs`` stopped it (its ``checkpoint_latest.pth`` holds the run)."""
     fold = fold_folder(paths, dataset_name, trainer, args.plans, args.configuration)
     if (fold / "checkpoint_final.pth").is_file():
         return fold
@@ -310,6 +317,9 @@ def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: Benc
                [dataset_name, args.configuration, FOLD, "-tr", trainer, "-p", args.plans, "-device", args.device,
                 "--c"], train_env, paths.logs / f"train_{trainer}.log", echo=TRAINING_PROGRESS,
                verbose=args.verbose, printer=printer)
+    if getattr(args, "stop_after_epochs", None) and not (fold / "checkpoint_final.pth").is_file() \
+            and (fold / "checkpoint_latest.pth").is_file():
+        return None
     if not (fold / "checkpoint_final.pth").is_file():
         raise StepError(f"nnUNetv2_train finished but {fold / 'checkpoint_final.pth'} is missing; see "
                         f"{paths.logs / f'train_{trainer}.log'}.")
@@ -582,6 +592,10 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                     entry["training"] = train_self_training(trainer, dataset.name, args, paths, env, steps.write)
                 else:
                     fold = train(trainer, dataset.name, args, paths, env, steps.write)
+                    if fold is None:
+                        steps.write(f"  {trainer}: stopped after {args.stop_after_epochs} of {args.epochs} epochs")
+                        steps.update(3)
+                        continue
                     entry["training"] = training_summary(fold / "checkpoint_final.pth")
                 entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
                 save_state(paths, state)
@@ -604,6 +618,12 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
             export_folder_summaries(args, paths)
     finally:
         steps.close()
+    if getattr(args, "stop_after_epochs", None):
+        from nnunetv2_scdl.evaluation.plateau import find_reference, load_sources, plateau_table
+
+        sources = load_sources([paths.results])
+        print("When each network left the background plateau (nnUNetv2_scdl_plateau " + str(paths.results) + "):")
+        print(plateau_table(sources, find_reference(sources)))
     report = write_report(state, trainers, paths)
     print(f"Report: {report}")
     return report
@@ -625,6 +645,13 @@ def check_options(args: argparse.Namespace) -> None:
     if args.iterations_per_epoch < 1 or args.val_iterations < 1:
         raise StepError("--iterations-per-epoch and --val-iterations must be >= 1.")
     args.seed = list(dict.fromkeys(args.seed))
+    if args.stop_after_epochs is not None:
+        if args.learning_curve is not None or set(args.trainers or ()) & set(SELF_TRAINING_ROWS):
+            raise StepError("--stop-after-epochs stops trainers early for their plateau rows; it does not apply to "
+                            "--learning-curve or the self-training rows.")
+        if args.epochs is not None and not 1 <= args.stop_after_epochs < args.epochs:
+            raise StepError(f"--stop-after-epochs must be between 1 and --epochs - 1 ({args.epochs - 1}); got "
+                            f"{args.stop_after_epochs}.")
     if args.learning_curve is None:
         if args.no_reference and not set(args.trainers or BENCHMARK_TRAINERS) - {REFERENCE_TRAINER}:
             raise StepError("--no-reference leaves no trainer to run; name the trainers with --trainers.")
@@ -662,6 +689,7 @@ def folder_command(args: argparse.Namespace, epochs: int, seed: int, output: Pat
     trainers = [REFERENCE_TRAINER] if args.learning_curve else args.trainers
     parts += ["--trainers", *trainers] if trainers else []
     parts += ["--no-reference"] if args.no_reference else []
+    parts += ["--stop-after-epochs", args.stop_after_epochs] if getattr(args, "stop_after_epochs", None) else []
     parts += ["--seed", seed, "-o", output]
     parts += ["-device", args.device] if args.device else []
     parts += ["--tta"] if args.tta else []

@@ -52,7 +52,7 @@ class ConfigurableHyperparameters:
 
     #: names of the class attributes that are hyperparameters; subclasses extend the tuple
     hyperparameters: Tuple[str, ...] = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch",
-                                        "save_every", "seed", "final_validation")
+                                        "save_every", "seed", "final_validation", "stop_after_epochs")
 
     # nnU-Net's defaults, as class attributes so that ``_Xepochs`` variants can override them in one line
     num_epochs = 1000
@@ -64,6 +64,10 @@ class ConfigurableHyperparameters:
     #: nnU-Net's sliding-window validation of the fold's validation cases after training. Benchmarks that predict
     #: those cases with nnUNetv2_predict anyway switch it off (SCDL_FINAL_VALIDATION=0) to save the time.
     final_validation = True
+    #: end this invocation once this many epochs of the run are done, with checkpoint_latest.pth written and the
+    #: learning rate still on the schedule of num_epochs; ``nnUNetv2_train --c`` continues the run. For a run
+    #: trained in stretches, or a probe of a run's first epochs. 0: train to the end.
+    stop_after_epochs = 0
 
     def apply_hyperparameters(self) -> Dict[str, Tuple[Any, str]]:
         """Resolve, set, print to the training log and return ``{name: (value, source)}``."""
@@ -105,12 +109,54 @@ class ConfigurableHyperparameters:
                   for name, (value, source) in self.resolved_hyperparameters.items()]
         return "\n".join(lines)
 
+    def on_epoch_end(self):
+        stopping = 0 < self.stop_after_epochs == self.current_epoch + 1 < self.num_epochs
+        if stopping:  # nnU-Net's periodic save then writes checkpoint_latest.pth for this epoch
+            save_every, self.save_every = self.save_every, 1
+        try:
+            super().on_epoch_end()
+        finally:
+            if stopping:
+                self.save_every = save_every
+        self.stop_requested = stopping
+
+    def on_epoch_start(self):
+        # stop before the next epoch starts, so that every override of on_epoch_end has finished its work
+        if getattr(self, "stop_requested", False):
+            raise TrainingStopped(f"Stopped after {self.current_epoch} of {self.num_epochs} epochs "
+                                  f"(stop_after_epochs = {self.stop_after_epochs}); checkpoint_latest.pth holds the "
+                                  f"run: continue it with nnUNetv2_train ... --c")
+        super().on_epoch_start()
+
+    def run_training(self):
+        try:
+            super().run_training()
+        except TrainingStopped as stop:
+            self.stopped_early = True
+            self.shut_down_data_loaders()
+            self.print_to_log_file(str(stop))
+
+    def shut_down_data_loaders(self) -> None:
+        """Stop background augmentation workers: what nnU-Net's ``on_train_end`` does besides the final checkpoint."""
+        from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+        from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+
+        for loader in (self.dataloader_train, self.dataloader_val):
+            if isinstance(loader, (NonDetMultiThreadedAugmenter, MultiThreadedAugmenter)):
+                loader._finish()
+
     def perform_actual_validation(self, save_probabilities: bool = False):
+        if getattr(self, "stopped_early", False):
+            return  # the run is not finished: nothing to validate yet
         if not self.final_validation:
             self.print_to_log_file("Final validation skipped (final_validation = False): predict the validation "
                                    "cases with nnUNetv2_predict instead.")
             return
         super().perform_actual_validation(save_probabilities)
+
+
+class TrainingStopped(Exception):
+    """Raised before the epoch after the one ``stop_after_epochs`` names; ``run_training`` ends the invocation."""
 
 
 def seed_everything(seed: int) -> None:

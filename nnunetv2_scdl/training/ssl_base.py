@@ -212,6 +212,13 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
 
     def on_train_end(self):
         super().on_train_end()
+        self.shut_down_unlabeled_loader()
+
+    def shut_down_data_loaders(self) -> None:
+        super().shut_down_data_loaders()
+        self.shut_down_unlabeled_loader()
+
+    def shut_down_unlabeled_loader(self) -> None:
         if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
             self.dataloader_unlabeled._finish()
         self.dataloader_unlabeled = None
