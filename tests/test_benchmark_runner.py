@@ -227,6 +227,11 @@ def test_stop_after_epochs_gives_plateau_rows_and_the_full_run_continues(phantom
     state = json.loads((output / STATE_FILE).read_text())
     assert all("training" not in entry for entry in state["trainers"].values())
     assert not (output / "predictions" / HOST).exists()
+    # a probe that ends earlier than the runs are trains nothing
+    latest = {t: os.path.getmtime(f / "checkpoint_latest.pth") for t, f in folders.items()}
+    _, again = run_in_process(benchmark, base + ["--stop-after-epochs", 1], env, monkeypatch, capsys)
+    assert {t: os.path.getmtime(f / "checkpoint_latest.pth") for t, f in folders.items()} == latest
+    assert again.count("| 2, training |") == 3
 
     # the same command without the stop continues both runs (the stop is no setting of the folder)
     run_in_process(benchmark, base, env, monkeypatch, capsys)
@@ -236,7 +241,7 @@ def test_stop_after_epochs_gives_plateau_rows_and_the_full_run_continues(phantom
     assert "Epoch 2" in host_log and "Epoch 0\n" not in host_log and "Epoch 1\n" not in host_log
     state = json.loads((output / STATE_FILE).read_text())
     assert all(entry["predicted"] and entry["evaluated"] for entry in state["trainers"].values())
-    assert len(state["commands"]) == 2 and "--stop-after-epochs 2" in state["commands"][0]
+    assert len(state["commands"]) == 3 and "--stop-after-epochs 2" in state["commands"][0]
 
 
 @pytest.mark.slow

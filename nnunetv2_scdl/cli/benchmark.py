@@ -301,6 +301,12 @@ def fold_folder(paths: BenchmarkPaths, dataset_name: str, trainer: str, plans: s
     return paths.results / dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{FOLD}"
 
 
+def epochs_done(checkpoint_file: Path) -> int:
+    import torch
+
+    return int(torch.load(checkpoint_file, map_location="cpu", weights_only=False)["current_epoch"])
+
+
 def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: BenchmarkPaths, env: Dict[str, str],
           printer) -> Optional[Path]:
     """Train (or continue training) ``trainer`` unless its ``checkpoint_final.pth`` exists; return the fold folder,
@@ -309,6 +315,9 @@ def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: Benc
     if (fold / "checkpoint_final.pth").is_file():
         return fold
     resuming = (fold / "checkpoint_latest.pth").is_file()
+    stop = getattr(args, "stop_after_epochs", None)
+    if stop and resuming and epochs_done(fold / "checkpoint_latest.pth") >= stop:
+        return None  # already past the probe's end: nothing to train
     printer(f"  {'continuing' if resuming else 'training'} {trainer}")
     train_env = dict(env)
     if args.device == "cpu":
