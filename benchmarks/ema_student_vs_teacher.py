@@ -16,6 +16,7 @@ the cases the tables report. Needs ``nnUNet_raw`` (images and labels of the case
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,10 +71,11 @@ def main(argv=None) -> int:
     results = {}
     for role, checkpoint in ROLES.items():
         predictions = args.output / role
+        shutil.rmtree(predictions, ignore_errors=True)  # never evaluate predictions of another model or case list
         subprocess.run(["nnUNetv2_predict", "-i", str(args.output / "images"), "-o", str(predictions), "-d", dataset,
                         "-c", configuration, "-tr", trainer, "-p", plans, "-f", fold.name.split("_")[-1],
-                        "-chk", checkpoint, "--disable_tta", "-device", args.device, "-npp", "1", "-nps", "1",
-                        "--continue_prediction"], env=env, check=True)
+                        "-chk", checkpoint, "--disable_tta", "-device", args.device, "-npp", "1", "-nps", "1"],
+                       env=env, check=True)
         subprocess.run(["nnUNetv2_scdl_evaluate", str(predictions), str(raw_dataset / "labelsTr"), "-d", dataset,
                         "--split", str(args.split), "--no-paper-protocol", "--no-progress", "-o", str(predictions)],
                        env=env, check=True)

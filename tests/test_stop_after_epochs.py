@@ -1,5 +1,5 @@
 """``stop_after_epochs``: an invocation ends after that many epochs of the run, with ``checkpoint_latest.pth`` written
-and the learning rates of the whole run's schedule; ``--c`` continues it to the end, as if it had never stopped."""
+and the learning rates of the whole run's schedule; ``--c`` continues it to the end on that schedule."""
 import os
 from pathlib import Path
 
@@ -30,10 +30,16 @@ def test_a_stopped_run_continues_on_the_same_schedule(phantom_with_unlabeled, mo
     assert stopped["current_epoch"] == 2
     np.testing.assert_allclose(stopped["logging"]["lrs"], [poly(trainer.initial_lr, e) for e in (0, 1)])
     log = "".join(open(os.path.join(folder, f)).read() for f in os.listdir(folder) if f.startswith("training_log"))
-    assert "Stopped after 2 of 3 epochs" in log and "continue it with nnUNetv2_train ... --c" in log
+    assert "Stopped after 2 of 3 epochs" in log and "SCDL_STOP_AFTER_EPOCHS=0 (or a larger value)" in log
     assert not os.path.isdir(os.path.join(folder, "validation"))
 
-    # --c with the same setting: it stops only where it started counting, so the run goes on to its end
+    # --c with the same setting trains nothing; without it the run goes on to its end
+    latest = os.path.getmtime(os.path.join(folder, "checkpoint_latest.pth"))
+    again = make_trainer(phantom_with_unlabeled, nnUNetTrainerMeanTeacher)
+    again.load_checkpoint(os.path.join(folder, "checkpoint_latest.pth"))
+    again.run_training()
+    assert again.stopped_early and os.path.getmtime(os.path.join(folder, "checkpoint_latest.pth")) == latest
+    monkeypatch.setenv("SCDL_STOP_AFTER_EPOCHS", "0")
     resumed = make_trainer(phantom_with_unlabeled, nnUNetTrainerMeanTeacher)
     resumed.load_checkpoint(os.path.join(folder, "checkpoint_latest.pth"))
     resumed.run_training()

@@ -81,6 +81,36 @@ def test_seed_seeds_torch_numpy_and_python_only_when_set(monkeypatch):
     assert torch.rand(3).tolist() == expected
 
 
+class _NnUNetStart:
+    def on_train_start(self):  # nnU-Net's: loaders, network, logs
+        pass
+
+
+class _StartingTrainer(_Trainer, _NnUNetStart):
+    current_epoch = 0
+
+
+def test_a_continued_run_does_not_draw_its_first_epochs_again(monkeypatch):
+    import numpy as np
+
+    def draws_after_start(epochs_done):
+        trainer = _StartingTrainer()
+        trainer.apply_hyperparameters()  # seeds as nnUNetv2_train ... --c does, before the checkpoint is loaded
+        trainer.current_epoch = epochs_done
+        trainer.on_train_start()
+        return torch.rand(2).tolist(), np.random.rand()
+
+    monkeypatch.setenv("SCDL_SEED", "3")
+    fresh, continued = draws_after_start(0), draws_after_start(40)
+    assert continued != fresh  # without the new seed, epoch 40 would replay epoch 0's draws
+    assert draws_after_start(40) == continued and draws_after_start(41) != continued
+    monkeypatch.delenv("SCDL_SEED")  # unseeded runs are left alone
+    torch.manual_seed(5)
+    expected = torch.rand(2).tolist()
+    torch.manual_seed(5)
+    assert draws_after_start(40)[0] == expected
+
+
 def test_explicit_omp_num_threads_sets_torch_threads_on_the_cpu(monkeypatch):
     threads = torch.get_num_threads()
     try:

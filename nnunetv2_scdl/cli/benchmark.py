@@ -602,7 +602,9 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                 else:
                     fold = train(trainer, dataset.name, args, paths, env, steps.write)
                     if fold is None:
-                        steps.write(f"  {trainer}: stopped after {args.stop_after_epochs} of {args.epochs} epochs")
+                        latest = fold_folder(paths, dataset.name, trainer, args.plans, args.configuration) / \
+                            "checkpoint_latest.pth"
+                        steps.write(f"  {trainer}: stopped after {epochs_done(latest)} of {args.epochs} epochs")
                         steps.update(3)
                         continue
                     entry["training"] = training_summary(fold / "checkpoint_final.pth")
@@ -628,13 +630,17 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
     finally:
         steps.close()
     if getattr(args, "stop_after_epochs", None):
-        from nnunetv2_scdl.evaluation.plateau import find_reference, load_sources, plateau_table
+        from nnunetv2_scdl.evaluation.plateau import load_sources, plateau_table
 
-        sources = load_sources([paths.results])
-        print("When each network left the background plateau (nnUNetv2_scdl_plateau " + str(paths.results) + "):")
-        print(plateau_table(sources, find_reference(sources)))
+        try:
+            sources = load_sources([paths.results])
+            print(f"When each network left the background plateau (nnUNetv2_scdl_plateau {paths.results}):")
+            print(plateau_table(sources))
+        except (ValueError, FileNotFoundError) as e:
+            print(f"warning: no plateau table for {paths.results}: {e}", file=sys.stderr)
     report = write_report(state, trainers, paths)
-    print(f"Report: {report}")
+    if report is not None:
+        print(f"Report: {report}")
     return report
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nnunetv2_scdl.cli.commands import exit_code_of
 from nnunetv2_scdl.evaluation.benchmark_report import REFERENCE_TRAINER
-from nnunetv2_scdl.evaluation.plateau import find_reference, load_sources, plateau_table
+from nnunetv2_scdl.evaluation.plateau import load_sources, plateau_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,17 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "searched for them); a model folder is read from checkpoint_final.pth, else "
                              "checkpoint_latest.pth")
     parser.add_argument("--reference", default=REFERENCE_TRAINER,
-                        help=f"trainer whose steps the ratios divide by (default {REFERENCE_TRAINER}); no ratios "
-                             f"if no source is of this trainer")
+                        help=f"trainer whose steps the ratios divide by (default {REFERENCE_TRAINER}): its run of "
+                             f"the same seed and budget where there is one; no ratios if no source is of this trainer")
     parser.add_argument("--iterations-per-epoch", type=int, default=None,
-                        help="for model folders without debug.json (default: its num_iterations_per_epoch)")
+                        help="for model folders whose debug.json lacks num_iterations_per_epoch")
     parser.add_argument("-o", "--output", type=Path, default=None, help="also write the table to this file")
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
     sources = load_sources(args.sources, args.iterations_per_epoch)
-    table = plateau_table(sources, find_reference(sources, args.reference))
+    table = plateau_table(sources, args.reference)
     print(table)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

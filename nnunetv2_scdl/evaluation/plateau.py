@@ -15,6 +15,7 @@ A source is either
   from the ``dataset.json`` beside the fold.
 """
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -41,6 +42,8 @@ class PlateauSource:
     curves: List[Tuple[str, list]]
     tail: set = field(default_factory=set)
     origin: str = ""
+    #: optimiser steps of the whole run's schedule (its budget); ``None`` where unknown
+    budget_steps: Optional[int] = None
 
     @property
     def labels(self) -> List[int]:
@@ -61,15 +64,28 @@ class PlateauSource:
         return rows
 
 
-def source_from_summary(summary: dict) -> PlateauSource:
+def sources_from_summary(summary: dict) -> List[PlateauSource]:
+    """One source per trained model: a trainer's run, or each model of a self-training row (teacher, student),
+    whose per-epoch pseudo Dice the summary holds one after the other."""
     training, settings = summary["training"], summary["settings"]
-    curves = [("", training.get("pseudo_dice"))] + list((training.get("network_pseudo_dice") or {}).items())
-    return PlateauSource(
-        trainer=summary["trainer"], seed=settings.get("seed"), epochs=int(training["epochs"]), finished=True,
-        iterations_per_epoch=int(settings["iterations_per_epoch"]),
-        class_names={int(label): name for label, name in summary["classes"].items()}, curves=curves,
-        tail={int(label) for label in summary.get("class_groups", {}).get("tail", [])},
-        origin=summary.get("source", ""))
+    iterations_per_epoch = int(settings["iterations_per_epoch"])
+    common = dict(trainer=summary["trainer"], seed=settings.get("seed"), finished=True,
+                  iterations_per_epoch=iterations_per_epoch,
+                  class_names={int(label): name for label, name in summary["classes"].items()},
+                  tail={int(label) for label in summary.get("class_groups", {}).get("tail", [])},
+                  origin=summary.get("source", ""))
+    if not training.get("models"):
+        curves = [("", training.get("pseudo_dice"))] + list((training.get("network_pseudo_dice") or {}).items())
+        return [PlateauSource(epochs=int(training["epochs"]), curves=curves,
+                              budget_steps=int(settings["epochs"]) * iterations_per_epoch, **common)]
+    sources, start = [], 0
+    for model in training["models"]:
+        epochs = int(model["steps"]) // iterations_per_epoch
+        curve = (training.get("pseudo_dice") or [])[start:start + epochs]
+        start += epochs
+        sources.append(PlateauSource(epochs=epochs, curves=[(model["role"], curve)], budget_steps=int(model["steps"]),
+                                     **common))
+    return sources
 
 
 def _foreground_classes(dataset_json: Path) -> Dict[int, str]:
@@ -90,21 +106,31 @@ def source_from_model_folder(fold: Path, iterations_per_epoch: Optional[int] = N
     if checkpoint is None:
         raise FileNotFoundError(f"{fold} holds neither {' nor '.join(CHECKPOINTS)}: nothing to read.")
     debug = json.loads((fold / "debug.json").read_text(encoding="utf-8")) if (fold / "debug.json").is_file() else {}
-    if iterations_per_epoch is None:
-        if "num_iterations_per_epoch" not in debug:
-            raise ValueError(f"{fold} has no debug.json with num_iterations_per_epoch; give the iterations per epoch.")
+    if "num_iterations_per_epoch" in debug:
         iterations_per_epoch = int(debug["num_iterations_per_epoch"])
+    elif iterations_per_epoch is None:
+        raise ValueError(f"{fold} has no debug.json with num_iterations_per_epoch; give the iterations per epoch.")
     dataset_json = fold.parent / "dataset.json"
     if not dataset_json.is_file():
         raise FileNotFoundError(f"{dataset_json} is missing: the class names of {fold} are unknown.")
-    training = training_summary(checkpoint)
+    try:
+        training = training_summary(checkpoint)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        # nnU-Net's own save (the supervised reference's) is not atomic: the run may be writing it right now
+        raise CheckpointUnreadable(f"{checkpoint} cannot be read now ({e}); read it again in a moment.") from e
     seed = debug.get("seed")
+    num_epochs = debug.get("num_epochs")
     curves = [("", training["pseudo_dice"])] + list(training.get("network_pseudo_dice", {}).items())
     return PlateauSource(
         trainer=fold.parent.name.split("__")[0], seed=None if seed in (None, "None") else int(seed),
         epochs=training["epochs"], finished=checkpoint.name == CHECKPOINTS[0],
         iterations_per_epoch=iterations_per_epoch, class_names=_foreground_classes(dataset_json), curves=curves,
-        origin=str(checkpoint))
+        origin=str(checkpoint),
+        budget_steps=int(num_epochs) * iterations_per_epoch if str(num_epochs).isdigit() else None)
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint that is being written (or is damaged)."""
 
 
 def load_sources(paths: Sequence[Path], iterations_per_epoch: Optional[int] = None) -> List[PlateauSource]:
@@ -117,12 +143,12 @@ def load_sources(paths: Sequence[Path], iterations_per_epoch: Optional[int] = No
             data = json.loads(path.read_text(encoding="utf-8"))
             if not is_summary(data):
                 raise ValueError(f"{path} is not a trainer summary.")
-            sources.append(source_from_summary(load_summary_file(path)))
+            sources += sources_from_summary(load_summary_file(path))
         elif any((path / name).is_file() for name in CHECKPOINTS):
             sources.append(source_from_model_folder(path, iterations_per_epoch))
         elif path.is_dir():
-            found = [source_from_summary(load_summary_file(p)) for p in sorted(path.rglob("*.json"))
-                     if _is_summary_file(p)]
+            found = [source for p in sorted(path.rglob("*.json")) if _is_summary_file(p)
+                     for source in sources_from_summary(load_summary_file(p))]
             if not found:
                 folds = sorted({c.parent for name in CHECKPOINTS for c in path.rglob(f"fold_*/{name}")})
                 found = [source_from_model_folder(fold, iterations_per_epoch) for fold in folds]
@@ -144,10 +170,19 @@ def _is_summary_file(path: Path) -> bool:
         return False
 
 
-def find_reference(sources: Sequence[PlateauSource], trainer: str = REFERENCE_TRAINER) -> Optional[PlateauSource]:
-    """The first finished source of ``trainer`` (a finished one if there is any)."""
+def find_reference(sources: Sequence[PlateauSource], like: PlateauSource,
+                   trainer: str = REFERENCE_TRAINER) -> Optional[PlateauSource]:
+    """The run of ``trainer`` to compare ``like`` with: one of the same seed and budget if there is one, else of the
+    same budget (a run on another learning-rate schedule is no reference), else, where a budget is unknown, any;
+    finished runs first."""
     candidates = [s for s in sources if s.trainer == trainer]
-    return next((s for s in candidates if s.finished), candidates[0] if candidates else None)
+    for matches in (lambda s: s.seed == like.seed and s.budget_steps == like.budget_steps,
+                    lambda s: s.budget_steps == like.budget_steps,
+                    lambda s: s.budget_steps is None or like.budget_steps is None):
+        found = sorted((s for s in candidates if matches(s)), key=lambda s: not s.finished)
+        if found:
+            return found[0]
+    return None
 
 
 def _cell(step: Optional[int], reference_step: Optional[int], source: PlateauSource) -> str:
@@ -158,10 +193,11 @@ def _cell(step: Optional[int], reference_step: Optional[int], source: PlateauSou
     return f"{step} ({step / reference_step:.2f})"
 
 
-def plateau_table(sources: Sequence[PlateauSource], reference: Optional[PlateauSource] = None) -> str:
+def plateau_table(sources: Sequence[PlateauSource], reference_trainer: str = REFERENCE_TRAINER) -> str:
     """Markdown table: per source and network, the step from which each class stayed learned, and in parentheses
-    that step over ``reference``'s (its validated network's) step for the class; the steps each row has read
-    (``finished`` for a completed run). The seed is shown when the sources have several."""
+    that step over the step of the ``reference_trainer`` run of the same seed and budget (:func:`find_reference`);
+    the steps each row has read (``finished`` for a completed run). The seed is shown when the sources have
+    several."""
     if not sources:
         raise ValueError("no sources")
     labels = sources[0].labels
@@ -171,13 +207,14 @@ def plateau_table(sources: Sequence[PlateauSource], reference: Optional[PlateauS
                              f"{labels}: one table compares one dataset.")
     names = {label: name for s in sources for label, name in s.class_names.items()}
     tail = set().union(*(s.tail for s in sources))
-    reference_steps = dict(reference.learned_steps()[0][1]) if reference is not None and reference.learned_steps() \
-        else {}
     several_seeds = len({s.seed for s in sources}) > 1
     header = ["trainer · network"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
     header += ["steps read"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for source in sources:
+        reference = find_reference(sources, source, reference_trainer)
+        reference_rows = reference.learned_steps() if reference is not None else []
+        reference_steps = reference_rows[0][1] if reference_rows else {}
         for network, steps in source.learned_steps():
             row = short_name(source.trainer) + (f" · {network}" if network else "")
             row += f" (seed {source.seed})" if several_seeds else ""

@@ -64,9 +64,10 @@ class ConfigurableHyperparameters:
     #: nnU-Net's sliding-window validation of the fold's validation cases after training. Benchmarks that predict
     #: those cases with nnUNetv2_predict anyway switch it off (SCDL_FINAL_VALIDATION=0) to save the time.
     final_validation = True
-    #: end this invocation once this many epochs of the run are done, with checkpoint_latest.pth written and the
-    #: learning rate still on the schedule of num_epochs; ``nnUNetv2_train --c`` continues the run. For a run
-    #: trained in stretches, or a probe of a run's first epochs. 0: train to the end.
+    #: end the invocation once this many epochs of the run are done, with checkpoint_latest.pth written and the
+    #: learning rate still on the schedule of num_epochs (an invocation that starts there trains nothing);
+    #: ``nnUNetv2_train --c`` with a larger value, or 0, continues the run. For a run trained in stretches, or a
+    #: probe of a run's first epochs. 0: train to the end.
     stop_after_epochs = 0
 
     def apply_hyperparameters(self) -> Dict[str, Tuple[Any, str]]:
@@ -109,6 +110,18 @@ class ConfigurableHyperparameters:
                   for name, (value, source) in self.resolved_hyperparameters.items()]
         return "\n".join(lines)
 
+    def on_train_start(self):
+        if self.stop_after_epochs > 0 and self.disable_checkpointing:
+            raise RuntimeError("stop_after_epochs needs checkpoint_latest.pth to continue the run from; it cannot be "
+                               "used with --disable_checkpointing.")
+        super().on_train_start()
+        if 0 < self.stop_after_epochs <= self.current_epoch < self.num_epochs:
+            raise TrainingStopped(self.stop_message())
+        if self.seed >= 0 and self.current_epoch > 0:
+            # the generators were seeded as for a fresh run and the checkpoint holds no generator state: without a
+            # new seed, a continued run would draw again the patches and augmentations of its first epochs
+            seed_everything(continued_run_seed(self.seed, self.current_epoch, getattr(self, "local_rank", 0)))
+
     def on_epoch_end(self):
         stopping = 0 < self.stop_after_epochs == self.current_epoch + 1 < self.num_epochs
         if stopping:  # nnU-Net's periodic save then writes checkpoint_latest.pth for this epoch
@@ -123,10 +136,13 @@ class ConfigurableHyperparameters:
     def on_epoch_start(self):
         # stop before the next epoch starts, so that every override of on_epoch_end has finished its work
         if getattr(self, "stop_requested", False):
-            raise TrainingStopped(f"Stopped after {self.current_epoch} of {self.num_epochs} epochs "
-                                  f"(stop_after_epochs = {self.stop_after_epochs}); checkpoint_latest.pth holds the "
-                                  f"run: continue it with nnUNetv2_train ... --c")
+            raise TrainingStopped(self.stop_message())
         super().on_epoch_start()
+
+    def stop_message(self) -> str:
+        return (f"Stopped after {self.current_epoch} of {self.num_epochs} epochs (stop_after_epochs = "
+                f"{self.stop_after_epochs}); checkpoint_latest.pth holds the run: continue it with "
+                f"SCDL_STOP_AFTER_EPOCHS=0 (or a larger value) nnUNetv2_train ... --c")
 
     def run_training(self):
         try:
@@ -135,6 +151,9 @@ class ConfigurableHyperparameters:
             self.stopped_early = True
             self.shut_down_data_loaders()
             self.print_to_log_file(str(stop))
+            if self.is_ddp:  # rank 0 may still be writing the checkpoint that the others' exit should not outrun
+                import torch.distributed as dist
+                dist.barrier()
 
     def shut_down_data_loaders(self) -> None:
         """Stop background augmentation workers: what nnU-Net's ``on_train_end`` does besides the final checkpoint."""
@@ -157,6 +176,12 @@ class ConfigurableHyperparameters:
 
 class TrainingStopped(Exception):
     """Raised before the epoch after the one ``stop_after_epochs`` names; ``run_training`` ends the invocation."""
+
+
+def continued_run_seed(seed: int, epochs_done: int, rank: int = 0) -> int:
+    """The seed of a run continued after ``epochs_done`` epochs (``--c``), for process ``rank``: reproducible, and
+    different from the run's start and from every other continuation point."""
+    return int(np.random.SeedSequence([seed, epochs_done, rank]).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:

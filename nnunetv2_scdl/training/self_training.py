@@ -438,7 +438,7 @@ class _Pipeline:
             resuming = any(os.path.isfile(os.path.join(fold_folder, n))
                            for n in ("checkpoint_latest.pth", "checkpoint_best.pth"))
             self.printer(f"{'continuing' if resuming else 'training'} the {role}: {trainer} on {dataset}")
-            env = dict(self.env)
+            env = dict(self.env, SCDL_STOP_AFTER_EPOCHS="0")  # each stage must finish: the next one needs its model
             env.update(budget.environment() if budget is not None else {})
             if self.settings.seed is not None:
                 env["SCDL_SEED"] = str(self.settings.seed)

@@ -484,7 +484,7 @@ class nnUNetTrainerSSL(ConfigurableHyperparameters, nnUNetTrainer):
 
     def report_changed_hyperparameters(self, saved: Dict[str, object]) -> None:
         for name, (value, source) in self.resolved_hyperparameters.items():
-            if name in saved and saved[name] != value:
+            if name in saved and saved[name] != value and name != "stop_after_epochs":  # not a setting of the run
                 self.print_to_log_file(f"Resuming with {name} = {value!r} ({source}); the checkpoint was trained "
                                        f"with {saved[name]!r}.")
 
