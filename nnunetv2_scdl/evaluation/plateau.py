@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nnunetv2_scdl.evaluation.benchmark_report import (REFERENCE_TRAINER, TAIL_MARK, curves_by_label,
-                                                       first_learned_epoch, short_name)
+from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, SELF_TRAINING_ROWS,
+                                                       TAIL_MARK, curves_by_label, first_learned_epoch, short_name)
 from nnunetv2_scdl.evaluation.benchmark_summary import is_summary, load_summary_file, training_summary
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
@@ -194,7 +194,7 @@ def _cell(step: Optional[int], reference_step: Optional[int], source: PlateauSou
 
 
 def plateau_table(sources: Sequence[PlateauSource], reference_trainer: str = REFERENCE_TRAINER) -> str:
-    """Markdown table: per source and network, the step from which each class stayed learned, and in parentheses
+    """Markdown table, in the benchmark's trainer order (the reference first): per source and network, the step from which each class stayed learned, and in parentheses
     that step over the step of the ``reference_trainer`` run of the same seed and budget (:func:`find_reference`);
     the steps each row has read (``finished`` for a completed run). The seed is shown when the sources have
     several."""
@@ -211,7 +211,9 @@ def plateau_table(sources: Sequence[PlateauSource], reference_trainer: str = REF
     header = ["trainer · network"] + [names[label] + (f" {TAIL_MARK}" if label in tail else "") for label in labels]
     header += ["steps read"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for source in sources:
+    order = [reference_trainer] + [t for t in BENCHMARK_TRAINERS + SELF_TRAINING_ROWS if t != reference_trainer]
+    for source in sorted(sources, key=lambda s: (order.index(s.trainer) if s.trainer in order else len(order),
+                                                 s.trainer, -1 if s.seed is None else s.seed)):
         reference = find_reference(sources, source, reference_trainer)
         reference_rows = reference.learned_steps() if reference is not None else []
         reference_steps = reference_rows[0][1] if reference_rows else {}
