@@ -326,8 +326,7 @@ def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: Benc
                [dataset_name, args.configuration, FOLD, "-tr", trainer, "-p", args.plans, "-device", args.device,
                 "--c"], train_env, paths.logs / f"train_{trainer}.log", echo=TRAINING_PROGRESS,
                verbose=args.verbose, printer=printer)
-    if getattr(args, "stop_after_epochs", None) and not (fold / "checkpoint_final.pth").is_file() \
-            and (fold / "checkpoint_latest.pth").is_file():
+    if stop and not (fold / "checkpoint_final.pth").is_file() and (fold / "checkpoint_latest.pth").is_file():
         return None
     if not (fold / "checkpoint_final.pth").is_file():
         raise StepError(f"nnUNetv2_train finished but {fold / 'checkpoint_final.pth'} is missing; see "

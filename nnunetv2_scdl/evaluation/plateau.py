@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, SELF_TRAINING_ROWS,
-                                                       TAIL_MARK, curves_by_label, first_learned_epoch, short_name)
-from nnunetv2_scdl.evaluation.benchmark_summary import is_summary, load_summary_file, training_summary
+                                                       TAIL_MARK, short_name)
+from nnunetv2_scdl.evaluation.benchmark_summary import (learned_steps, load_summary_file, load_summary_folder,
+                                                        training_summary)
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
 
@@ -53,14 +54,10 @@ class PlateauSource:
         """``[(network, {label: step or None})]`` for every curve whose classes match ``class_names``."""
         rows = []
         for network, pseudo_dice in self.curves:
-            curves = curves_by_label(pseudo_dice, self.labels)
-            if curves is None:
-                continue
-            steps = {}
-            for label in self.labels:
-                epoch = first_learned_epoch(curves[label])
-                steps[label] = None if epoch is None else (epoch + 1) * self.iterations_per_epoch
-            rows.append((network, steps))
+            learned = learned_steps(pseudo_dice, self.labels, self.iterations_per_epoch)
+            if learned is not None:
+                rows.append((network, {label: learned[str(label)] and learned[str(label)]["step"]
+                                       for label in self.labels}))
         return rows
 
 
@@ -140,15 +137,11 @@ def load_sources(paths: Sequence[Path], iterations_per_epoch: Optional[int] = No
     sources = []
     for path in map(Path, paths):
         if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not is_summary(data):
-                raise ValueError(f"{path} is not a trainer summary.")
             sources += sources_from_summary(load_summary_file(path))
         elif any((path / name).is_file() for name in CHECKPOINTS):
             sources.append(source_from_model_folder(path, iterations_per_epoch))
         elif path.is_dir():
-            found = [source for p in sorted(path.rglob("*.json")) if _is_summary_file(p)
-                     for source in sources_from_summary(load_summary_file(p))]
+            found = [source for summary in load_summary_folder(path) for source in sources_from_summary(summary)]
             if not found:
                 folds = sorted({c.parent for name in CHECKPOINTS for c in path.rglob(f"fold_*/{name}")})
                 found = [source_from_model_folder(fold, iterations_per_epoch) for fold in folds]
@@ -161,13 +154,6 @@ def load_sources(paths: Sequence[Path], iterations_per_epoch: Optional[int] = No
     for source in sources:
         unique.setdefault(json.dumps([source.trainer, source.seed, source.epochs, source.curves]), source)
     return list(unique.values())
-
-
-def _is_summary_file(path: Path) -> bool:
-    try:
-        return is_summary(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
 
 
 def find_reference(sources: Sequence[PlateauSource], like: PlateauSource,
@@ -194,8 +180,8 @@ def _cell(step: Optional[int], reference_step: Optional[int], source: PlateauSou
 
 
 def plateau_table(sources: Sequence[PlateauSource], reference_trainer: str = REFERENCE_TRAINER) -> str:
-    """Markdown table, in the benchmark's trainer order (the reference first): per source and network, the step from which each class stayed learned, and in parentheses
-    that step over the step of the ``reference_trainer`` run of the same seed and budget (:func:`find_reference`);
+    """Markdown table, in the benchmark's trainer order (the reference first): per source and network, the step
+    from which each class stayed learned, and in parentheses that step over the step of the ``reference_trainer`` run of the same seed and budget (:func:`find_reference`);
     the steps each row has read (``finished`` for a completed run). The seed is shown when the sources have
     several."""
     if not sources:
