@@ -9,8 +9,8 @@ import pytest
 
 from nnunetv2_scdl.cli import benchmark
 from nnunetv2_scdl.evaluation.benchmark_report import (REFERENCE_TRAINER, SELF_TRAINING, SELF_TRAINING_HALF_BUDGET,
-                                                       TrainerRecord, colour_index, self_training_table,
-                                                       summary_table)
+                                                       TrainerRecord, colour_index, learned_epoch_table,
+                                                       model_curves, self_training_table, summary_table)
 from nnunetv2_scdl.evaluation.benchmark_summary import make_summary, steps_of, summary_record
 from nnunetv2_scdl.evaluation.seed_report import write_seed_report
 from nnunetv2_scdl.training.self_training import SelfTrainingResult, TrainedModel, TrainingBudget
@@ -83,6 +83,23 @@ def test_summaries_keep_the_rows_models_and_report_them_over_seeds(tmp_path):
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["trainers"][SELF_TRAINING]["models"] == TEACHER_OF_REFERENCE
     assert report["trainers"][SELF_TRAINING]["per_seed"]["1"]["steps"] == 300
+
+
+def test_each_model_of_a_row_is_learned_from_its_own_first_step():
+    """The row's pseudo Dice holds the teacher's epochs, then the student's: each model is read on its own."""
+    models = [dict(HALF[0], epochs=3), dict(HALF[1], epochs=4)]
+    teacher = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.0]]  # never three learned epochs in a row
+    student = [[0.0, 0.0], [0.0, 0.3], [0.4, 0.3], [0.4, 0.3]]  # posterior learned from its epoch 1
+    training = {"seconds": 7.0, "epochs": 7, "steps": 105, "pseudo_dice": teacher + student, "models": models}
+    made = make_summary(SELF_TRAINING_HALF_BUDGET, settings(0, 7, 15), ["cmd"], evaluation(0.6, 0.4), training)
+    assert made["learned"]["by_class"] == {"1": None, "2": {"epoch": 1, "step": 30}}  # the student's own steps
+    assert made["learned"]["by_network"]["teacher"] == {"1": None, "2": None}
+    assert made["learned"]["by_network"]["student"] == made["learned"]["by_class"]
+    learned = rows_of(learned_epoch_table([summary_record(made)]))
+    assert learned == {"SelfTrainingHalfBudget · teacher": ["never", "never", "25.0"],
+                       "SelfTrainingHalfBudget · student": ["never", "30 (1)", "35.0"]}
+    with pytest.raises(ValueError, match="neither its epochs nor its steps"):
+        model_curves(teacher, [{"role": "teacher"}], 15)
 
 
 def test_the_two_rows_budgets():

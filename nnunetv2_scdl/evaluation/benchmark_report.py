@@ -75,11 +75,16 @@ class TrainerRecord:
 
     def learning_curves(self) -> List[Tuple[str, Dict[int, np.ndarray]]]:
         """``[(row, {label: pseudo Dice per epoch})]``: the validated network's curves (row: the trainer's short
-        name), then each monitored network's (row: ``"<short name> · <network>"``, e.g. ``GACPS · network_a``).
+        name), then each monitored network's (row: ``"<short name> · <network>"``, e.g. ``GACPS · network_a``); for
+        a row of several models, each model's instead (row: ``"<short name> · <role>"``, :func:`model_curves`).
         Unknown curves, or curves whose classes do not match the evaluation's, are left out."""
-        rows = [(short_name(self.trainer), self.pseudo_dice_by_label())]
-        rows += [(f"{short_name(self.trainer)} · {network}", curves_by_label(values, self.labels))
-                 for network, values in (self.network_pseudo_dice or {}).items()]
+        if self.models:  # one row per model: each starts its own schedule at step 0
+            rows = [(f"{short_name(self.trainer)} · {role}", curves_by_label(values, self.labels))
+                    for role, values in model_curves(self.pseudo_dice, self.models, self.iterations_per_epoch)]
+        else:
+            rows = [(short_name(self.trainer), self.pseudo_dice_by_label())]
+            rows += [(f"{short_name(self.trainer)} · {network}", curves_by_label(values, self.labels))
+                     for network, values in (self.network_pseudo_dice or {}).items()]
         return [(row, curves) for row, curves in rows if curves is not None]
 
     def metric(self, protocol: str, key: str, metric: str) -> float:
@@ -102,6 +107,26 @@ def curves_by_label(pseudo_dice: Optional[List[List[Optional[float]]]],
     if curves.ndim != 2 or curves.shape[1] != len(labels):
         return None
     return {label: curves[:, index] for index, label in enumerate(labels)}
+
+
+def model_curves(pseudo_dice: Optional[List[List[Optional[float]]]], models: Sequence[dict],
+                 iterations_per_epoch: Optional[int]) -> List[Tuple[str, Optional[List[List[Optional[float]]]]]]:
+    """``[(role, per-epoch pseudo Dice)]`` of each model of a row made of several models (self-training), whose
+    pseudo Dice holds the models' logs one after the other in training order. A model's length is its ``epochs``,
+    else its ``steps`` over ``iterations_per_epoch``; a curve is ``None`` where the row has no log."""
+    if pseudo_dice is None:
+        return [(model["role"], None) for model in models]
+    rows, start = [], 0
+    for model in models:
+        epochs = model.get("epochs")
+        if epochs is None:
+            if model.get("steps") is None or not iterations_per_epoch:
+                raise ValueError(f"model {model.get('role')!r}: neither its epochs nor its steps are known, so its "
+                                 f"part of the row's pseudo Dice cannot be found.")
+            epochs = int(model["steps"]) // int(iterations_per_epoch)
+        rows.append((model["role"], pseudo_dice[start:start + int(epochs)]))
+        start += int(epochs)
+    return rows
 
 
 def short_name(trainer: str) -> str:

@@ -12,7 +12,8 @@ mostly the per-epoch pseudo Dice):
 - ``training``: summed epoch time, epochs, optimiser steps, and the per-epoch pseudo Dice; for a row made of several
   trained models (self-training) these count every model, and ``models`` lists each with its role and steps;
 - ``learned``: per class, the epoch and the optimiser step from which the pseudo Dice stayed learned (see
-  :func:`nnunetv2_scdl.evaluation.benchmark_report.first_learned_epoch`).
+  :func:`nnunetv2_scdl.evaluation.benchmark_report.first_learned_epoch`), of the validated network and of each
+  monitored one; for a self-training row, of the student and of each model (:func:`learned_record`).
 
 They are written as ``<folder>/seed_<seed>/<trainer>.json`` (``<folder>/steps_<steps>/seed_<seed>/<trainer>.json`` for
 a learning curve), see docs/benchmark.md.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from nnunetv2_scdl.evaluation.benchmark_report import (LEARNED_SUSTAIN, LEARNED_THRESHOLD, TrainerRecord,
-                                                       curves_by_label, first_learned_epoch)
+                                                       curves_by_label, first_learned_epoch, model_curves)
 
 SUMMARY_FORMAT = "nnunetv2_scdl.trainer_summary"
 SUMMARY_VERSION = 1
@@ -114,11 +115,23 @@ def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: 
                      "steps": training.get("steps", compact["epochs"] * compact["iterations_per_epoch"]),
                      "pseudo_dice": pseudo_dice, **({"models": training["models"]} if training.get("models") else {}),
                      **({"network_pseudo_dice": networks} if networks else {})},
-        "learned": {"threshold": LEARNED_THRESHOLD, "sustain": LEARNED_SUSTAIN,
-                    "by_class": learned_steps(pseudo_dice, labels, compact["iterations_per_epoch"]),
-                    **({"by_network": {name: learned_steps(values, labels, compact["iterations_per_epoch"])
-                                       for name, values in networks.items()}} if networks else {})},
+        "learned": learned_record(pseudo_dice, networks, training.get("models"), labels,
+                                  compact["iterations_per_epoch"]),
     }
+
+
+def learned_record(pseudo_dice, networks: Dict[str, list], models: Optional[List[dict]], labels: List[int],
+                   iterations_per_epoch: int) -> dict:
+    """A summary's ``learned``: ``by_class`` from the validated network's pseudo Dice, ``by_network`` from each
+    monitored network's. For a row of several models (self-training), ``by_class`` is the last model's (the one that
+    predicts) and ``by_network`` each model's by role, each counted from that model's own first step."""
+    if models:
+        networks = dict(model_curves(pseudo_dice, models, iterations_per_epoch))
+        pseudo_dice = networks[models[-1]["role"]]
+    return {"threshold": LEARNED_THRESHOLD, "sustain": LEARNED_SUSTAIN,
+            "by_class": learned_steps(pseudo_dice, labels, iterations_per_epoch),
+            **({"by_network": {name: learned_steps(values, labels, iterations_per_epoch)
+                               for name, values in networks.items()}} if networks else {})}
 
 
 def summary_record(summary: dict) -> TrainerRecord:

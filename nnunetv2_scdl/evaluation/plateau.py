@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunetv2_scdl.evaluation.benchmark_report import (BENCHMARK_TRAINERS, REFERENCE_TRAINER, SELF_TRAINING_ROWS,
-                                                       TAIL_MARK, short_name)
+                                                       TAIL_MARK, model_curves, short_name)
 from nnunetv2_scdl.evaluation.benchmark_summary import (learned_steps, load_summary_file, load_summary_folder,
                                                         training_summary)
 
@@ -75,14 +75,9 @@ def sources_from_summary(summary: dict) -> List[PlateauSource]:
         curves = [("", training.get("pseudo_dice"))] + list((training.get("network_pseudo_dice") or {}).items())
         return [PlateauSource(epochs=int(training["epochs"]), curves=curves,
                               budget_steps=int(settings["epochs"]) * iterations_per_epoch, **common)]
-    sources, start = [], 0
-    for model in training["models"]:
-        epochs = int(model["steps"]) // iterations_per_epoch
-        curve = (training.get("pseudo_dice") or [])[start:start + epochs]
-        start += epochs
-        sources.append(PlateauSource(epochs=epochs, curves=[(model["role"], curve)], budget_steps=int(model["steps"]),
-                                     **common))
-    return sources
+    curves = model_curves(training.get("pseudo_dice") or [], training["models"], iterations_per_epoch)
+    return [PlateauSource(epochs=len(curve), curves=[(role, curve)], budget_steps=int(model["steps"]), **common)
+            for model, (role, curve) in zip(training["models"], curves)]
 
 
 def _foreground_classes(dataset_json: Path) -> Dict[int, str]:
