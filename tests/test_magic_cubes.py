@@ -180,6 +180,8 @@ def test_total_stride_and_default_cube_size():
     # 32 does not divide 80, and (16, 32, 32) would leave one bottleneck voxel: grow axis 1, which keeps most cubes
     assert default_cube_size((80, 192, 160), NNUNET_3D_STRIDES) == (16, 64, 32)
     assert default_cube_size((80, 192, 160), NNUNET_3D_STRIDES, preferred=None) == (16, 64, 32)  # ~3 per axis
+    # 32 would fill a 32 × 32 patch with one cube: ~3 cubes per axis instead (tie 8 or 16: the smaller)
+    assert default_cube_size((32, 32), [[1, 1], [2, 2], [2, 2]]) == (8, 8)
     g = CubeGrid.from_plan((64, 160, 160), NNUNET_3D_STRIDES)
     assert g.grid == (2, 5, 5) and g.n_cubes == 50 and g.bottleneck_size == (2, 1, 1)
     assert CubeGrid.from_plan((96, 96, 96), [[1, 1, 1]] + [[2, 2, 2]] * 4, cube_size=32).n_cubes == 27

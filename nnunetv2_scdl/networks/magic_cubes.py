@@ -143,7 +143,8 @@ def default_cube_size(patch_size: Sequence[int], stage_strides: Sequence[Union[i
       1. use ``preferred`` (default 32, MagicNet's cube edge) when it is valid;
       2. otherwise the valid size whose cube count P_a / c_a is closest to ``target_cubes_per_axis`` (MagicNet's 3);
          ties go to the smaller cube (more cubes, a finer location task).
-    Pass ``preferred=None`` to use rule 2 only. Then, while a cube's bottleneck ∏ c_a / s_a has fewer than
+    Pass ``preferred=None`` to use rule 2 only; rule 2 alone also applies when ``preferred`` would leave a single
+    cube (a 32 × 32 patch). Then, while a cube's bottleneck ∏ c_a / s_a has fewer than
     ``MIN_BOTTLENECK_VOXELS`` voxels, the cube grows to the next valid size on the axis that keeps the most cubes
     (ties: the lowest axis).
 
@@ -182,6 +183,8 @@ def default_cube_size(patch_size: Sequence[int], stage_strides: Sequence[Union[i
         if not larger:
             break
         cube = max(larger, key=n_cubes)  # max keeps the first (lowest axis) of equals
+    if n_cubes(cube) < 2 and preferred is not None:  # the preferred edge fills the patch: rule 2 alone
+        return default_cube_size(patch_size, stage_strides, None, target_cubes_per_axis)
     if n_cubes(cube) < 2:
         raise ValueError(f"Patch {patch_size} with encoder total stride {total} allows only one cube whose "
                          f"bottleneck keeps {MIN_BOTTLENECK_VOXELS} voxels; magic-cube partition needs at least two "
