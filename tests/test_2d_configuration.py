@@ -1,4 +1,4 @@
-"""Every trainer on nnU-Net's 2d configuration (CPU plans of the planned phantom): two training steps, the end of the
+"""Every benchmarked trainer on nnU-Net's 2d configuration (CPU plans of the planned phantom): two training steps, the end of the
 epoch, one validation step and an inference forward, in-process as ``nnUNetv2_train`` runs them.
 
 A 2d configuration is a candidate where 3d training is too slow on a CPU (BTCV), so every trainer must support it.
@@ -10,7 +10,8 @@ import pytest
 import torch
 from conftest import copy_planned_dataset, remove_dataset, run_console_command, started_trainer
 
-from nnunetv2_scdl.training.registry import BASE_TRAINERS
+from nnunetv2_scdl.evaluation.benchmark_report import BENCHMARK_TRAINERS
+from nnunetv2_scdl.training.registry import ALL_TRAINERS
 
 pytestmark = pytest.mark.slow  # preprocesses a 2d copy of the phantom and trains every trainer
 
@@ -42,10 +43,12 @@ def phantom_2d(planned_phantom):
         remove_dataset(dataset)
 
 
-@pytest.mark.parametrize("trainer_class", BASE_TRAINERS, ids=[t.__name__ for t in BASE_TRAINERS])
-def test_trainer_trains_validates_and_predicts_in_2d(trainer_class, phantom_2d, monkeypatch):
+@pytest.mark.parametrize("trainer_name", BENCHMARK_TRAINERS)
+def test_trainer_trains_validates_and_predicts_in_2d(trainer_name, phantom_2d, monkeypatch):
+    """The supervised reference and every host with and without SCDL (the ``_paper`` and ``_released`` variants
+    change losses and options, not how a network meets the data's dimensionality)."""
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = started_trainer(phantom_2d, trainer_class)
+    trainer = started_trainer(phantom_2d, ALL_TRAINERS[trainer_name])
     try:
         patch_size = tuple(trainer.configuration_manager.patch_size)
         assert len(patch_size) == 2
