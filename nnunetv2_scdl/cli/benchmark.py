@@ -56,8 +56,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, StepError, console_command, dataset_id_of,
-                                        exit_code_of, external_trainer_path, run_logged,
+from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, EpochProgress, StepError, console_command,
+                                        dataset_id_of, exit_code_of, external_trainer_path, run_logged,
                                         source_checkout_pythonpath)
 from nnunetv2_scdl.cli.benchmark_report import (STATE_FILE, collect_summaries, export_summaries, is_run_folder,
                                                report_sources, seed_folder, seed_subfolders, steps_folder)
@@ -322,10 +322,11 @@ def train(trainer: str, dataset_name: str, args: argparse.Namespace, paths: Benc
     train_env = dict(env)
     if args.device == "cpu":
         train_env.setdefault("nnUNet_n_proc_DA", "0")  # on a few cores, in-process augmentation is faster
-    run_logged(console_command("nnUNetv2_train") +
-               [dataset_name, args.configuration, FOLD, "-tr", trainer, "-p", args.plans, "-device", args.device,
-                "--c"], train_env, paths.logs / f"train_{trainer}.log", echo=TRAINING_PROGRESS,
-               verbose=args.verbose, printer=printer)
+    with EpochProgress(f"{trainer}: epochs", stop or args.epochs) as epochs:
+        run_logged(console_command("nnUNetv2_train") +
+                   [dataset_name, args.configuration, FOLD, "-tr", trainer, "-p", args.plans, "-device", args.device,
+                    "--c"], train_env, paths.logs / f"train_{trainer}.log", echo=TRAINING_PROGRESS,
+                   verbose=args.verbose, printer=printer, on_line=epochs)
     if stop and not (fold / "checkpoint_final.pth").is_file() and (fold / "checkpoint_latest.pth").is_file():
         return None
     if not (fold / "checkpoint_final.pth").is_file():
@@ -585,7 +586,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
     prepare_dataset(args, dataset, split, preprocessed, paths, env, print)
     save_state(paths, state)
 
-    steps = tqdm(total=3 * len(trainers), desc="benchmark", unit="step", dynamic_ncols=True)
+    steps = tqdm(total=3 * len(trainers), desc="benchmark", unit="stage", dynamic_ncols=True)
     try:
         for trainer in trainers:
             entry = state["trainers"].setdefault(trainer, {})

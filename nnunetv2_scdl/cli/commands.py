@@ -83,9 +83,11 @@ def tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
 
 
 def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, echo: Optional[re.Pattern] = None,
-               verbose: bool = False, cwd: Optional[str] = None, printer: Callable[[str], None] = print) -> None:
+               verbose: bool = False, cwd: Optional[str] = None, printer: Callable[[str], None] = print,
+               on_line: Optional[Callable[[str], None]] = None) -> None:
     """Run ``command``, writing stdout+stderr to ``log_file``; echo lines matching ``echo`` (all if ``verbose``)
-    through ``printer`` (e.g. ``tqdm.write`` below a progress bar).
+    through ``printer`` (e.g. ``tqdm.write`` below a progress bar), and pass every non-empty line, without nnU-Net's
+    time stamp, to ``on_line`` (e.g. an :class:`EpochProgress`).
 
     Raises :class:`StepError` with the tail of the log if the command fails.
     """
@@ -99,8 +101,12 @@ def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, echo
             for line in process.stdout:
                 log.write(line)
                 text = _TIMESTAMP.sub("", line.rstrip("\n").split("\r")[-1].strip())
-                if text and (verbose or (echo is not None and echo.search(text))):
+                if not text:
+                    continue
+                if verbose or (echo is not None and echo.search(text)):
                     printer("      " + text)
+                if on_line is not None:
+                    on_line(text)
             returncode = process.wait()
         except BaseException:
             process.kill()
@@ -109,6 +115,44 @@ def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, echo
     if returncode != 0:
         raise StepError(f"Command failed (exit code {returncode}): {display_command(command)}\n"
                             f"Log: {log_file}\n--- last lines ---\n{tail(log_file)}")
+
+
+class EpochProgress:
+    """A progress bar over the epochs of one ``nnUNetv2_train`` run, moved by its log lines (``on_line`` of
+    :func:`run_logged`): "Epoch N" starts epoch N, "Epoch time" ends it. The bar appears at the first epoch, starting
+    there, so a resumed run shows the epochs already done and a time left measured on this run's epochs only.
+
+    ``total``: the epochs the run will reach; ``bar_options``: passed to ``tqdm`` (e.g. ``file``).
+    """
+
+    _EPOCH_START = re.compile(r"^Epoch (\d+)$")
+
+    def __init__(self, description: str, total: int, **bar_options) -> None:
+        self.description, self.total, self.bar_options = description, total, bar_options
+        self.bar = None
+        self.epoch: Optional[int] = None
+
+    def __call__(self, text: str) -> None:
+        started = self._EPOCH_START.match(text)
+        if started:
+            self.epoch = int(started.group(1))
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=self.total, initial=self.epoch, desc=self.description, unit="epoch",
+                                leave=False, dynamic_ncols=True, **self.bar_options)
+        elif text.startswith("Epoch time") and self.bar is not None:
+            self.bar.update(max(0, self.epoch + 1 - self.bar.n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "EpochProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def external_trainer_path(extra_dirs: Sequence[str] = ()) -> str:
