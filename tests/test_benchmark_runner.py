@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import load_checkpoint, tree_digest
 
-from nnunetv2_scdl.cli import benchmark, benchmark_report
+from nnunetv2_scdl.cli import benchmark, benchmark_report, commands
 from nnunetv2_scdl.cli.benchmark import STATE_FILE
 
 pytestmark = pytest.mark.slow  # trains through nnUNetv2_scdl_benchmark
@@ -292,6 +292,11 @@ def test_learning_curve_resumes_a_plainly_started_budget_and_exports(phantom_cop
     exported = sorted(p.relative_to(summaries).as_posix() for p in summaries.rglob("*.json"))
     assert exported == [f"steps_{s:04d}/seed_0/{REFERENCE}.json" for s in (2, 4)]
     assert all(p.stat().st_size < 20_000 for p in summaries.rglob("*.json"))
+    # each summary says what trained its model: one record per invocation that trained it
+    code = commands.code_provenance()
+    for steps in (2, 4):
+        records = json.loads((summaries / f"steps_{steps:04d}/seed_0/{REFERENCE}.json").read_text())["training"]["code"]
+        assert records == [code]
     run_in_process(benchmark_report, [summaries], {}, monkeypatch, capsys)
     rebuilt = json.loads((summaries / "learning_curve.json").read_text())
     assert rebuilt["budgets"] == report["budgets"] and rebuilt["protocol"] == report["protocol"]

@@ -1,9 +1,13 @@
 """The logged subprocess runner of the demo and the benchmark, and its epoch progress bar."""
 import io
+import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
+import torch
 
+from nnunetv2_scdl.cli import commands
 from nnunetv2_scdl.cli.commands import TRAINING_PROGRESS, EpochProgress, StepError, run_logged
 
 # the lines nnU-Net's print_to_log_file writes at the start and end of an epoch
@@ -62,3 +66,32 @@ def test_epoch_progress_of_a_resumed_run_starts_at_its_first_epoch():
         feed(progress, epoch_lines(37, 39))
         assert progress.bar.initial == 37 and progress.bar.n == 40
     assert "37/320" in out.getvalue() and "40/320" in out.getvalue()
+
+
+def git(folder, *arguments):
+    return subprocess.run(["git", "-C", str(folder), *arguments], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_code_provenance_names_the_commit_and_whether_tracked_files_changed(tmp_path, monkeypatch):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    git(checkout, "init", "-q")
+    (checkout / "setup.py").write_text("# v1\n")
+    git(checkout, "add", "setup.py")
+    git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "v1")
+    commit = git(checkout, "rev-parse", "--short=12", "HEAD")
+    monkeypatch.setattr(commands, "REPO_ROOT", checkout)
+
+    record = commands.code_provenance({"OMP_NUM_THREADS": "2"})
+    assert record["nnunetv2_scdl"] == commit and record["OMP_NUM_THREADS"] == "2"
+    assert record["torch"] and torch.__version__.startswith(record["torch"].split("+")[0])
+    assert record["nnunetv2"] == version("nnunetv2")
+    (checkout / "notes.txt").write_text("untracked files do not train anything\n")
+    assert commands.code_provenance({})["nnunetv2_scdl"] == commit
+    (checkout / "setup.py").write_text("# v2, not committed\n")
+    assert commands.code_provenance({})["nnunetv2_scdl"] == commit + "+dirty"
+    assert commands.code_provenance({})["OMP_NUM_THREADS"] is None
+
+    monkeypatch.setattr(commands, "REPO_ROOT", tmp_path / "installed")  # no checkout: the installed version
+    assert commands.code_provenance({})["nnunetv2_scdl"] == version("nnunetv2_scdl")

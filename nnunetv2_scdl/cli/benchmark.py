@@ -56,8 +56,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, EpochProgress, StepError, console_command,
-                                        dataset_id_of, exit_code_of, external_trainer_path, run_logged,
+from nnunetv2_scdl.cli.commands import (TRAINING_PROGRESS, EpochProgress, StepError, code_provenance,
+                                        console_command, dataset_id_of, exit_code_of, external_trainer_path, run_logged,
                                         source_checkout_pythonpath)
 from nnunetv2_scdl.cli.benchmark_report import (STATE_FILE, collect_summaries, export_summaries, is_run_folder,
                                                report_sources, seed_folder, seed_subfolders, steps_folder)
@@ -597,6 +597,8 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                 for step in ("predicted", "evaluated"):
                     entry.pop(step, None)
                 started = time.monotonic()
+                entry.setdefault("code", []).append(code_provenance(env))  # one record per invocation that trains
+                save_state(paths, state)
                 if trainer in SELF_TRAINING_ROWS:
                     entry["training"] = train_self_training(trainer, dataset.name, args, paths, env, steps.write)
                 else:
@@ -609,6 +611,7 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                         continue
                     entry["training"] = training_summary(fold / "checkpoint_final.pth")
                 entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
+                entry["training"]["code"] = entry["code"]
                 save_state(paths, state)
             steps.update()
             steps.set_description(f"{trainer}: predict")

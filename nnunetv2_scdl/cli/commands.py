@@ -155,6 +155,36 @@ class EpochProgress:
         self.close()
 
 
+def code_provenance(env: Optional[Dict[str, str]] = None) -> Dict[str, Optional[str]]:
+    """What a training runs with: this package's git commit when it runs from a checkout (with ``+dirty`` when
+    tracked files differ from it; else its installed version), the torch and nnU-Net versions, and the CPU threads
+    (``OMP_NUM_THREADS`` of ``env``, default ``os.environ``; None where unset)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> Optional[str]:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    code = None
+    if (REPO_ROOT / ".git").exists():
+        def git(*arguments: str) -> Optional[str]:
+            try:
+                return subprocess.run(["git", "-C", str(REPO_ROOT), *arguments], capture_output=True, text=True,
+                                      check=True).stdout.strip()
+            except (OSError, subprocess.CalledProcessError):
+                return None
+
+        commit = git("rev-parse", "--short=12", "HEAD")
+        if commit:
+            changed = git("status", "--porcelain", "--untracked-files=no")
+            code = commit + ("+dirty" if changed else "")
+    environ = os.environ if env is None else env
+    return {"nnunetv2_scdl": code or installed("nnunetv2_scdl"), "torch": installed("torch"),
+            "nnunetv2": installed("nnunetv2"), "OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS")}
+
+
 def external_trainer_path(extra_dirs: Sequence[str] = ()) -> str:
     """Value for ``nnUNet_extTrainer``: this package's trainers folder, then ``extra_dirs``."""
     from nnunetv2_scdl.cli.trainers_path import trainers_dir

@@ -98,7 +98,7 @@ def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: 
     """The summary of ``trainer``'s finished run: ``settings`` and ``commands`` from the benchmark folder's state,
     ``evaluation`` as in ``evaluation_scdl.json``, ``training`` as the state keeps it (seconds, epochs,
     pseudo_dice, network_pseudo_dice where the trainer logs other networks; steps and models for a self-training
-    row)."""
+    row; code, the runner's record of what trained it)."""
     compact = summary_settings(settings)
     labels = sorted(int(label) for label in evaluation["classes"])
     pseudo_dice = training.get("pseudo_dice")
@@ -114,7 +114,8 @@ def make_summary(trainer: str, settings: dict, commands: List[str], evaluation: 
         "training": {"seconds": training["seconds"], "epochs": training.get("epochs"),
                      "steps": training.get("steps", compact["epochs"] * compact["iterations_per_epoch"]),
                      "pseudo_dice": pseudo_dice, **({"models": training["models"]} if training.get("models") else {}),
-                     **({"network_pseudo_dice": networks} if networks else {})},
+                     **({"network_pseudo_dice": networks} if networks else {}),
+                     **({"code": training["code"]} if training.get("code") else {})},
         "learned": learned_record(pseudo_dice, networks, training.get("models"), labels,
                                   compact["iterations_per_epoch"]),
     }
