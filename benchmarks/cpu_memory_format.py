@@ -1,9 +1,10 @@
 """CPU time of one training step with the convolution weights contiguous and channels-last (``cpu_channels_last``).
 
-Builds each trainer from the dataset's plans as ``nnUNetv2_train`` does, then times one training step (the same
-synthetic batch as ``trainer_step_cost.py``, after the batches are on the device), alternating the two layouts of the
-same network's weights round by round. Times are process CPU seconds, so they hold up on a machine that is busy with
-other work. Example::
+Builds each trainer twice from the dataset's plans as ``nnUNetv2_train`` does, once with ``SCDL_CPU_CHANNELS_LAST=0``
+(the contiguous layout everywhere: network, EMA teacher, optimiser state) and once with the default, with the same
+initial weights, then times one training step of each (the same synthetic batch as ``trainer_step_cost.py``, after
+the batches are on the device), alternating round by round. Times are process CPU seconds, so they hold up on a
+machine that is busy with other work. Example::
 
     python benchmarks/cpu_memory_format.py -d 4 -p nnUNetPlans_cpu --threads 1 --rounds 4 \\
         --trainers nnUNetTrainerMeanTeacher nnUNetTrainerSCDL_MT nnUNetTrainerSCDL_GACPS
@@ -12,6 +13,7 @@ Trainers: the semi-supervised ones (their step takes a labeled and an unlabeled 
 ``nnUNet_preprocessed`` with the dataset's plans; the trainers' log files go to a temporary folder.
 """
 import argparse
+import os
 import statistics
 import tempfile
 
@@ -21,14 +23,16 @@ from trainer_step_cost import synthetic_batch, train_seconds
 LAYOUTS = ("contiguous", "channels-last")
 
 
-def set_layout(network, channels_last: bool) -> None:
-    import torch
-
-    for parameter in network.parameters():
-        if parameter.dim() in (4, 5):
-            layout = (torch.channels_last if parameter.dim() == 4 else torch.channels_last_3d) if channels_last \
-                else torch.contiguous_format
-            parameter.data = parameter.data.contiguous(memory_format=layout)
+def build_with_layout(name: str, args, results: str, channels_last: bool):
+    previous = os.environ.get("SCDL_CPU_CHANNELS_LAST")
+    os.environ["SCDL_CPU_CHANNELS_LAST"] = "1" if channels_last else "0"
+    try:
+        return build_trainer(name, args.dataset, args.plans, args.configuration, results)
+    finally:
+        if previous is None:
+            os.environ.pop("SCDL_CPU_CHANNELS_LAST")
+        else:
+            os.environ["SCDL_CPU_CHANNELS_LAST"] = previous
 
 
 def main(argv=None):
@@ -49,13 +53,13 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory(prefix="cpu_memory_format_") as results:
         for name in args.trainers:
-            trainer = build_trainer(name, args.dataset, args.plans, args.configuration, results)
+            trainers = {layout: build_with_layout(name, args, results, layout == "channels-last")
+                        for layout in LAYOUTS}
             times = {layout: [] for layout in LAYOUTS}
             for round_ in range(args.warmup + args.rounds):
-                batch = synthetic_batch(trainer, round_)
+                batch = synthetic_batch(trainers[LAYOUTS[0]], round_)
                 for layout in LAYOUTS:
-                    set_layout(trainer.network, layout == "channels-last")
-                    seconds = train_seconds(trainer, batch)
+                    seconds = train_seconds(trainers[layout], batch)
                     if round_ >= args.warmup:
                         times[layout].append(seconds)
                 print(f"{name}: round {round_ + 1}/{args.warmup + args.rounds}", flush=True)

@@ -70,16 +70,23 @@ def train_seconds(trainer, batch) -> float:
 
 @contextmanager
 def inference_mode(trainer):
-    """The trainer's inference network in eval mode without autograd, as ``nnUNetv2_predict`` runs it."""
+    """The trainer's inference network in eval mode without autograd, as ``nnUNetv2_predict`` runs it: with its
+    weights in the default layout, as the predictor loads them (the trainer's CPU training layout is restored
+    after)."""
     import torch
+
+    from nnunetv2_scdl.training.hyperparameters import set_convolution_layout
 
     network = trainer.inference_network()
     was_training = network.training
+    training_layout = trainer.cpu_channels_last and trainer.device.type == "cpu"
     network.eval()
+    set_convolution_layout(network, channels_last=False)
     try:
         with torch.no_grad():
             yield network
     finally:
+        set_convolution_layout(network, channels_last=training_layout)
         network.train(was_training)
 
 

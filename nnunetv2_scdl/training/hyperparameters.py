@@ -42,6 +42,20 @@ def parse_like(default: Any, text: str, variable: str) -> Any:
         raise ValueError(f"Environment variable {variable}={text!r} is not a valid {expected}.") from None
 
 
+def set_convolution_layout(module: torch.nn.Module, channels_last: bool) -> int:
+    """Put every 4-D and 5-D parameter of ``module`` in channels-last layout (``channels_last`` /
+    ``channels_last_3d``), or back to the default contiguous layout, in place (``.data``: the parameter objects, and
+    so an optimiser's references to them, stay). Returns the number of parameters set."""
+    layouts = {4: torch.channels_last, 5: torch.channels_last_3d}
+    count = 0
+    for parameter in module.parameters():
+        if parameter.dim() in layouts:
+            layout = layouts[parameter.dim()] if channels_last else torch.contiguous_format
+            parameter.data = parameter.data.contiguous(memory_format=layout)
+            count += 1
+    return count
+
+
 class ConfigurableHyperparameters:
     """Mixin for nnUNetTrainer subclasses: resolves ``hyperparameters`` from class attributes and ``SCDL_*`` env vars.
 
@@ -71,7 +85,7 @@ class ConfigurableHyperparameters:
     #: probe of a run's first epochs. 0: train to the end.
     stop_after_epochs = 0
     #: on the CPU, keep the convolution weights in channels-last layout (``channels_last_3d`` for 3-D convs), in
-    #: which oneDNN's convolutions make a training step 20-26 % cheaper (benchmarks/cpu_memory_format.py); the
+    #: which oneDNN's convolutions make a training step 19-26 % cheaper (benchmarks/cpu_memory_format.py); the
     #: results equal the contiguous layout's up to floating-point rounding. Loading and prediction do not depend on
     #: the layout of the saved weights.
     cpu_channels_last = True
@@ -107,12 +121,7 @@ class ConfigurableHyperparameters:
         device = getattr(self, "device", None)
         if not self.cpu_channels_last or device is None or device.type != "cpu" or self.is_ddp:
             return
-        layouts = {4: torch.channels_last, 5: torch.channels_last_3d}
-        converted = 0
-        for parameter in self.network.parameters():
-            if parameter.dim() in layouts:
-                parameter.data = parameter.data.contiguous(memory_format=layouts[parameter.dim()])
-                converted += 1
+        converted = set_convolution_layout(self.network, channels_last=True)
         self.print_to_log_file(f"CPU: {converted} convolution weights in channels-last layout (cpu_channels_last)")
 
     def apply_cpu_thread_limit(self) -> None:
