@@ -16,6 +16,7 @@ import argparse
 import os
 import statistics
 import tempfile
+from unittest import mock
 
 from trainer_pairs import build_trainer
 from trainer_step_cost import synthetic_batch, train_seconds
@@ -24,15 +25,8 @@ LAYOUTS = ("contiguous", "channels-last")
 
 
 def build_with_layout(name: str, args, results: str, channels_last: bool):
-    previous = os.environ.get("SCDL_CPU_CHANNELS_LAST")
-    os.environ["SCDL_CPU_CHANNELS_LAST"] = "1" if channels_last else "0"
-    try:
+    with mock.patch.dict(os.environ, {"SCDL_CPU_CHANNELS_LAST": "1" if channels_last else "0"}):
         return build_trainer(name, args.dataset, args.plans, args.configuration, results)
-    finally:
-        if previous is None:
-            os.environ.pop("SCDL_CPU_CHANNELS_LAST")
-        else:
-            os.environ["SCDL_CPU_CHANNELS_LAST"] = previous
 
 
 def main(argv=None):

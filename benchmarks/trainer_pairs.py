@@ -3,8 +3,8 @@
 ``predict_cost.py`` (run them from anywhere: each script's folder is on ``sys.path``)."""
 import os
 import statistics
-from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
+from unittest import mock
 
 
 def add_pair_arguments(parser) -> None:
@@ -31,18 +31,9 @@ def scdl_pairs(hosts: Optional[Sequence[str]] = None, variant: str = "") -> List
     return [(host, scdl_of[host] + variant) for host in hosts]
 
 
-@contextmanager
 def results_folder(folder: str):
     """``nnUNet_results`` points at ``folder`` inside (nnU-Net reads it when a trainer is built)."""
-    previous = os.environ.get("nnUNet_results")
-    os.environ["nnUNet_results"] = folder
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("nnUNet_results", None)
-        else:
-            os.environ["nnUNet_results"] = previous
+    return mock.patch.dict(os.environ, {"nnUNet_results": folder})
 
 
 def build_trainer(name: str, dataset: str, plans_name: str, configuration: str, results: str, seed: int = 0):

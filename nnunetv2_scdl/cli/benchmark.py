@@ -611,7 +611,6 @@ def run_benchmark(args: argparse.Namespace, command: str) -> Optional[Path]:
                         continue
                     entry["training"] = training_summary(fold / "checkpoint_final.pth")
                 entry["training"]["wall_seconds_this_run"] = round(time.monotonic() - started, 1)
-                entry["training"]["code"] = entry["code"]
                 save_state(paths, state)
             steps.update()
             steps.set_description(f"{trainer}: predict")

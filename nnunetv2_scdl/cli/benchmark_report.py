@@ -69,7 +69,8 @@ def run_folder_summaries(folder: Path) -> Tuple[List[dict], List[str]]:
         evaluation_file = folder / "predictions" / trainer / EVALUATION_FILE
         if entry.get("evaluated") and "training" in entry and evaluation_file.is_file():
             evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
-            summary = make_summary(trainer, state["settings"], commands, evaluation, entry["training"])
+            training = dict(entry["training"], code=entry.get("code"))  # the records of every training invocation
+            summary = make_summary(trainer, state["settings"], commands, evaluation, training)
             summary["source"] = str(folder)
             summaries.append(summary)
         else:
