@@ -45,6 +45,7 @@ setup(
             "nnUNetv2_scdl_benchmark_report=nnunetv2_scdl.cli.benchmark_report:main",
             "nnUNetv2_scdl_self_train=nnunetv2_scdl.cli.self_train:main",
             "nnUNetv2_scdl_plateau=nnunetv2_scdl.cli.plateau:main",
+            "nnUNetv2_scdl_proxies=nnunetv2_scdl.cli.proxies:main",
         ]
     },
 )

@@ -93,26 +93,51 @@ def test_seed_spread_is_the_pooled_sd_of_mean_dice():
     # sd 0.02 and 0.01 with 2 degrees of freedom each; DHC has one seed and no sd
     assert spread == pytest.approx(math.sqrt((0.02 ** 2 + 0.01 ** 2) / 2))
     assert pooled == [REFERENCE_TRAINER, MT]
+    assert seed_spread(runs, among=(MT, DHC)) == (pytest.approx(0.01), [MT])
     assert seed_spread(runs_from_summaries([summary(MT, 0, 0.6), summary(REFERENCE_TRAINER, 0, 0.5)])) == (None, [])
 
 
 def test_paired_deltas_sign_agreement_and_finding_rule():
     runs = runs_from_summaries(tier1({REFERENCE_TRAINER: [0.50, 0.52, 0.54], MT: [0.60, 0.61, 0.62],
                                       SCDL_MT: [0.61, 0.60, 0.64]}))
-    spread, _ = seed_spread(runs)
-    deltas = {(d["minuend"], d["subtrahend"]): d for d in paired_deltas(runs, spread)}
+    spread, trainers = seed_spread(runs)
+    deltas = {(d["minuend"], d["subtrahend"]): d for d in paired_deltas(runs, spread, trainers)}
     assert list(deltas) == [(SCDL_MT, MT), (MT, REFERENCE_TRAINER), (SCDL_MT, REFERENCE_TRAINER)]
     scdl = deltas[SCDL_MT, MT]
     assert scdl["seeds"] == [0, 1, 2]
     assert [round(v, 6) for v in scdl["delta_per_seed"].values()] == [0.01, -0.01, 0.02]
     assert scdl["mean_delta"] == pytest.approx(0.02 / 3) and scdl["sign_agrees"] is False
-    assert scdl["threshold"] == pytest.approx(FINDING_FACTOR * spread) and scdl["finding"] is False
+    # both trainers have three seeds: s pools their own sds (0.01 and sd(0.61, 0.60, 0.64) = 0.0208)
+    own = math.sqrt((0.01 ** 2 + np.std([0.61, 0.60, 0.64], ddof=1) ** 2) / 2)
+    assert scdl["spread"] == pytest.approx(own) and scdl["spread_trainers"] == [MT, SCDL_MT]
+    assert scdl["threshold"] == pytest.approx(FINDING_FACTOR * own) and scdl["finding"] is False
     host = deltas[MT, REFERENCE_TRAINER]
+    assert host["spread"] == pytest.approx(math.sqrt((0.02 ** 2 + 0.01 ** 2) / 2))
     assert host["mean_delta"] == pytest.approx(0.09) and host["sign_agrees"] is True and host["finding"] is True
     assert host["mean_delta_head"] == pytest.approx(0.09) and host["mean_delta_tail"] == pytest.approx(0.09)
-    # the rule is strict: a mean difference of exactly 2 s is not a finding
-    assert paired_deltas(runs, host["mean_delta"] / FINDING_FACTOR)[1]["finding"] is False
-    assert paired_deltas(runs, host["mean_delta"] / FINDING_FACTOR * 0.999)[1]["finding"] is True
+
+
+def test_an_unstable_trainer_widens_only_its_own_comparisons():
+    # SCDL_MT's seeds spread by 0.1; the mean teacher's gain over supervised (+0.02) is judged by their own sd 0.005
+    runs = runs_from_summaries(tier1({REFERENCE_TRAINER: [0.500, 0.505, 0.510], MT: [0.520, 0.525, 0.530],
+                                      SCDL_MT: [0.60, 0.70, 0.50]}))
+    spread, trainers = seed_spread(runs)
+    assert FINDING_FACTOR * spread > 0.02  # the pool over all three trainers would hide it
+    deltas = {(d["minuend"], d["subtrahend"]): d for d in paired_deltas(runs, spread, trainers)}
+    host = deltas[MT, REFERENCE_TRAINER]
+    assert host["spread"] == pytest.approx(0.005) and host["finding"] is True
+    assert deltas[SCDL_MT, MT]["spread"] == pytest.approx(math.sqrt((0.1 ** 2 + 0.005 ** 2) / 2))
+
+
+def test_one_paired_seed_uses_the_pooled_spread_and_the_rule_is_strict():
+    runs = runs_from_summaries(tier1({REFERENCE_TRAINER: [0.50, 0.52, 0.54]}) + [summary(MT, 0, 0.6)])
+    (delta,) = paired_deltas(runs, 0.05, [REFERENCE_TRAINER])
+    assert delta["spread"] == 0.05 and delta["spread_trainers"] == [REFERENCE_TRAINER]
+    assert delta["mean_delta"] == pytest.approx(0.1) and delta["needs_seed"] is False
+    # a mean difference of exactly 2 s is not a finding
+    assert paired_deltas(runs, 0.1 / FINDING_FACTOR, [REFERENCE_TRAINER])[0]["finding"] is False
+    assert paired_deltas(runs, 0.1 / FINDING_FACTOR * 0.999, [REFERENCE_TRAINER])[0]["finding"] is True
+    assert paired_deltas(runs, 0.11, [REFERENCE_TRAINER])[0]["needs_seed"] is True
 
 
 def test_one_seed_claims_no_finding(tmp_path):
@@ -151,11 +176,13 @@ def test_merged_report_with_fewer_seeds_for_tier_two(tmp_path):
     deltas = table(markdown, "## Paired differences of mean Dice")
     spread = math.sqrt((0.02 ** 2 + 0.01 ** 2 + 0.01 ** 2) / 3)
     assert deltas["SCDL_MT − MeanTeacher"][:4] == ["3", "s0: +5.0, s1: +5.0, s2: +5.0", "+5.0", "+5.0"]
-    assert deltas["SCDL_MT − MeanTeacher"][-2:] == ["yes", f"yes (2s = {200 * spread:.1f})"]
+    # both have three seeds (sd 0.01 each): judged by their own spread
+    assert deltas["SCDL_MT − MeanTeacher"][-2:] == ["yes", "yes (2s = 2.0, s of these two)"]
     # tier 2: one paired seed, |Δ| = 0.5 points < s: not a finding, and it needs another seed
     assert deltas["SCDL_DHC − DHC"][-2:] == ["n/a (1 seed)",
                                              f"no (2s = {200 * spread:.1f}); add a seed (Δ within ±s)"]
     assert f"s = {100 * spread:.2f} points" in markdown and "exceeds 2 × the seed-to-seed spread" in markdown
+    assert report_comparison(tmp_path, SCDL_DHC, DHC)["spread"] == pytest.approx(spread)
     learned = table(markdown, "## When each class was learned")
     assert learned == {"SCDL_DHC": ["0", "30 (1)", "60 (3)"]}  # step (epoch), 15 iterations per epoch
     report = json.loads((tmp_path / "benchmark.json").read_text())
@@ -163,6 +190,11 @@ def test_merged_report_with_fewer_seeds_for_tier_two(tmp_path):
     assert report["seed_spread"]["value"] == pytest.approx(spread)
     for name in ("benchmark_dice_per_class.png", "benchmark_paired_delta.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def report_comparison(folder, minuend, subtrahend) -> dict:
+    report = json.loads((folder / "benchmark.json").read_text())
+    return next(c for c in report["comparisons"] if (c["minuend"], c["subtrahend"]) == (minuend, subtrahend))
 
 
 def test_merge_refuses_duplicates_and_other_settings(tmp_path):

@@ -10,10 +10,12 @@ trainer and seed. Output:
   supervised reference; whether the sign agrees across seeds; and whether the difference is a finding;
 - per trainer, seed and class: the optimiser step (and epoch) from which the class's pseudo Dice stayed learned.
 
-The finding rule: the seed-to-seed spread ``s`` is the standard deviation over seeds of a trainer's mean Dice, pooled
-over every trainer with at least two seeds (``sqrt(sum((n_i - 1) s_i²) / sum(n_i - 1))``). A paired difference is a
-finding when the absolute mean of its per-seed differences exceeds ``2 s``. Without any trainer with two seeds there
-is no spread and no finding. A comparison with a single paired seed whose difference is below ``s`` needs another seed.
+The finding rule: the seed-to-seed spread ``s`` is the standard deviation over seeds of mean Dice, pooled over trainers
+(``sqrt(sum((n_i - 1) s_i²) / sum(n_i - 1))``): over the two compared trainers when both have at least two seeds,
+since their own spreads are then known, else over every trainer with at least two seeds. So one unstable trainer
+does not widen the threshold of comparisons it is not part of. A paired difference is a finding when the absolute
+mean of its per-seed differences exceeds ``2 s``. Without any trainer with two seeds there is no spread and no
+finding. A comparison with a single paired seed whose difference is below ``s`` needs another seed.
 """
 import json
 import math
@@ -31,9 +33,10 @@ from nnunetv2_scdl.evaluation.benchmark_summary import differing_settings, seed_
 #: a paired difference is a finding when |mean Δ| exceeds this multiple of the seed-to-seed spread
 FINDING_FACTOR = 2.0
 FINDING_RULE = (f"A difference counts as a finding only when the absolute mean of its per-seed differences exceeds "
-                f"{FINDING_FACTOR:g} × the seed-to-seed spread s (the standard deviation over seeds of a trainer's "
-                f"mean Dice, pooled over every trainer with at least two seeds). A comparison with one paired seed "
-                f"whose difference is below s needs another seed.")
+                f"{FINDING_FACTOR:g} × the seed-to-seed spread s: the standard deviation over seeds of mean Dice, "
+                f"pooled over the two compared trainers when both have at least two seeds, else over every trainer "
+                f"with at least two seeds. A comparison with one paired seed whose difference is below s needs "
+                f"another seed.")
 #: (metric key in the summary, label, scale) of the over-seeds summary table
 SUMMARY_METRICS = (("mean", "dice", "Dice %", 100.0), ("head", "dice", "head Dice %", 100.0),
                    ("tail", "dice", "tail Dice %", 100.0), ("mean", "hd95_mm", "HD95 mm", 1.0))
@@ -76,11 +79,13 @@ def fmt_mean_sd(values: Sequence[float], scale: float = 1.0, digits: int = 1) ->
     return _fmt(mean, scale, digits) + ("" if n < 2 else f" ± {_fmt(sd, scale, digits)}")
 
 
-def seed_spread(runs: Runs) -> Tuple[Optional[float], List[str]]:
-    """The pooled standard deviation over seeds of mean Dice (fraction), and the trainers it pools; ``None`` when no
-    trainer has two seeds."""
+def seed_spread(runs: Runs, among: Optional[Sequence[str]] = None) -> Tuple[Optional[float], List[str]]:
+    """The pooled standard deviation over seeds of mean Dice (fraction) over the trainers ``among`` (default: all),
+    and the trainers it pools: those with at least two seeds; ``None`` when none has two."""
     squares, dof, trainers = 0.0, 0, []
     for trainer, seeds in runs.items():
+        if among is not None and trainer not in among:
+            continue
         _, sd, n = mean_sd([r.metric("original", "mean", "dice") for r in seeds.values()])
         if n >= 2:
             squares += (n - 1) * sd ** 2
@@ -98,13 +103,17 @@ def comparisons_of(runs: Runs) -> List[Tuple[str, str, str]]:
     return pairs
 
 
-def paired_deltas(runs: Runs, spread: Optional[float]) -> List[dict]:
+def paired_deltas(runs: Runs, spread: Optional[float], spread_trainers: Sequence[str] = ()) -> List[dict]:
     """Per comparison (:func:`comparisons_of`): the per-seed Δ of mean Dice over the seeds both trainers ran, their
-    mean, the mean Δ of head and tail Dice, sign agreement (``None`` below two seeds), the finding threshold
-    ``FINDING_FACTOR × spread``, whether it is a finding (``None`` without a spread), and whether another seed is
-    needed (one paired seed, |Δ| below the spread). Fractions, not points."""
+    mean, the mean Δ of head and tail Dice, sign agreement (``None`` below two seeds), the spread s it is judged by
+    and the trainers s pools (the two compared ones when both have two seeds or more, else ``spread`` pooled over
+    ``spread_trainers``), the finding threshold ``FINDING_FACTOR × s``, whether it is a finding (``None`` without
+    a spread), and whether another seed is needed (one paired seed, |Δ| below s). Fractions, not points."""
     results = []
     for kind, minuend, subtrahend in comparisons_of(runs):
+        own, own_trainers = seed_spread(runs, (minuend, subtrahend))
+        pair_spread, pair_trainers = ((own, own_trainers) if len(own_trainers) == 2
+                                      else (spread, list(spread_trainers)))
         seeds = sorted(set(runs[minuend]) & set(runs[subtrahend]))
         if not seeds:
             continue
@@ -118,15 +127,16 @@ def paired_deltas(runs: Runs, spread: Optional[float]) -> List[dict]:
         mean = mean_sd(per_seed)[0]
         finite = [d for d in per_seed if not math.isnan(d)]
         signs = {np.sign(d) for d in finite}
-        threshold = None if spread is None else FINDING_FACTOR * spread
+        threshold = None if pair_spread is None else FINDING_FACTOR * pair_spread
         results.append({
             "kind": kind, "minuend": minuend, "subtrahend": subtrahend, "seeds": seeds,
             "delta_per_seed": dict(zip(seeds, per_seed)), "mean_delta": mean,
             "mean_delta_head": mean_sd(deltas("head"))[0], "mean_delta_tail": mean_sd(deltas("tail"))[0],
             "sign_agrees": None if len(finite) < 2 else (len(signs) == 1 and 0 not in signs),
-            "threshold": threshold,
+            "spread": pair_spread, "spread_trainers": pair_trainers, "threshold": threshold,
             "finding": None if threshold is None or math.isnan(mean) else bool(abs(mean) > threshold),
-            "needs_seed": spread is not None and len(seeds) == 1 and not math.isnan(mean) and abs(mean) < spread,
+            "needs_seed": (pair_spread is not None and len(seeds) == 1 and not math.isnan(mean)
+                           and abs(mean) < pair_spread),
         })
     return results
 
@@ -219,7 +229,9 @@ def paired_delta_table(deltas: Sequence[dict]) -> str:
         if d["finding"] is None:
             finding = "none claimable (no seed spread)"
         else:
-            finding = f"{'yes' if d['finding'] else 'no'} (2s = {_fmt(d['threshold'], 100)})"
+            own = len(d["spread_trainers"]) == 2 and set(d["spread_trainers"]) == {d["minuend"], d["subtrahend"]}
+            finding = (f"{'yes' if d['finding'] else 'no'} (2s = {_fmt(d['threshold'], 100)}"
+                       + (", s of these two" if own else "") + ")")
             if d["needs_seed"]:
                 finding += "; add a seed (Δ within ±s)"
         lines.append(table_row([f"{short_name(d['minuend'])} − {short_name(d['subtrahend'])}", str(len(d["seeds"])),
@@ -284,10 +296,12 @@ def plot_seed_report(runs: Runs, deltas: Sequence[dict], spread: Optional[float]
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(7.0, 0.45 * max(len(deltas), 1) + 1.6))
-    if spread is not None:
-        axis.axvspan(-100 * FINDING_FACTOR * spread, 100 * FINDING_FACTOR * spread, color="grey", alpha=0.2,
-                     label=f"±{FINDING_FACTOR:g}s (no finding inside)")
+    banded = False
     for row, d in enumerate(deltas):
+        if d["threshold"] is not None:  # each comparison's own ±2s band
+            axis.barh(row, 200 * d["threshold"], left=-100 * d["threshold"], height=0.9, color="grey", alpha=0.2,
+                      label=None if banded else f"±{FINDING_FACTOR:g}s (no finding inside)")
+            banded = True
         values = [100 * v for v in d["delta_per_seed"].values()]
         axis.barh(row, 100 * np.nan_to_num(d["mean_delta"]), height=0.5, color=colours(colour_index(d["minuend"], row)),
                   alpha=0.7)
@@ -298,7 +312,7 @@ def plot_seed_report(runs: Runs, deltas: Sequence[dict], spread: Optional[float]
     axis.invert_yaxis()
     axis.set_xlabel("Δ mean Dice, points (bar: mean over seeds; dots: seeds)")
     axis.grid(axis="x", alpha=0.3)
-    if spread is not None:
+    if banded:
         axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(delta_path, dpi=120)
@@ -341,7 +355,8 @@ def seed_report_json(runs: Runs, deltas: Sequence[dict], spread: Optional[float]
         "seed_spread": {"value": spread, "trainers": spread_trainers, "rule": FINDING_RULE,
                         "finding_factor": FINDING_FACTOR},
         "comparisons": [{**d, "delta_per_seed": {str(s): json_number(v) for s, v in d["delta_per_seed"].items()},
-                         **{k: json_number(d[k]) for k in ("mean_delta", "mean_delta_head", "mean_delta_tail")}}
+                         **{k: json_number(d[k]) for k in ("mean_delta", "mean_delta_head", "mean_delta_tail",
+                                                           "spread", "threshold")}}
                         for d in deltas],
     }
 
@@ -358,7 +373,7 @@ def write_seed_report(summaries: Sequence[dict], output: Path, sources: Sequence
                          f"split and budget only.")
     runs = runs_from_summaries(summaries)
     spread, spread_trainers = seed_spread(runs)
-    deltas = paired_deltas(runs, spread)
+    deltas = paired_deltas(runs, spread, spread_trainers)
     output.mkdir(parents=True, exist_ok=True)
     plot_seed_report(runs, deltas, spread, output / f"{stem}_dice_per_class.png", output / f"{stem}_paired_delta.png")
     settings = summaries[0]["settings"]
@@ -390,8 +405,9 @@ def write_seed_report(summaries: Sequence[dict], output: Path, sources: Sequence
         spread_text = ("Every trainer has one seed, so there is no seed-to-seed spread and no difference can be "
                        "claimed as a finding.")
     else:
-        spread_text = (f"Seed-to-seed spread s = {_fmt(spread, 100, digits=2)} points of mean Dice, pooled over "
-                       f"{', '.join(short_name(t) for t in spread_trainers)}.")
+        spread_text = (f"Seed-to-seed spread pooled over every trainer with two seeds or more "
+                       f"({', '.join(short_name(t) for t in spread_trainers)}): s = {_fmt(spread, 100, digits=2)} "
+                       f"points of mean Dice; comparisons marked \"s of these two\" use the two trainers' own.")
     lines += ["", "## Summary over seeds", "", summary_table_over_seeds(runs, deltas), "",
               "## Per-class Dice % over seeds", "", per_class_table_over_seeds(runs), "",
               "† tail class; bold: best mean for that class.", "",

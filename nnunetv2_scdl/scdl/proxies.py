@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ClassProxies"]
+__all__ = ["ClassProxies", "proxy_mean_cosines", "proxy_separation"]
 
 
 class ClassProxies(nn.Module):
@@ -78,3 +78,29 @@ class ClassProxies(nn.Module):
             raise ValueError(f"noise must have shape {(self.num_classes, num_samples, self.embed_dim)}, "
                              f"got {tuple(noise.shape)}.")
         return self.mu.unsqueeze(1) + self.sigma.unsqueeze(1) * noise.to(self.mu.dtype)
+
+
+def proxy_mean_cosines(mu: Tensor) -> Tensor:
+    """Cosine similarity cos(μ_a, μ_b) of every pair of proxy means; ``mu`` [C, D] → [C, C]."""
+    if mu.dim() != 2 or mu.shape[0] < 2:
+        raise ValueError(f"mu must have shape [C, D] with C >= 2, got {tuple(mu.shape)}.")
+    unit = F.normalize(mu.detach().float(), dim=-1)
+    return unit @ unit.T
+
+
+def proxy_separation(mu: Tensor, rho: Tensor) -> dict:
+    """How far apart the class proxies are: a summary of ``mu`` [C, D] and ``rho`` [C, D] (σ = softplus(ρ)).
+
+    Returns ``max_cosine``, the largest cos(μ_a, μ_b) over pairs a ≠ b (near 1: two classes share a direction, so
+    their priors and proxy similarities cannot tell them apart), ``max_pair`` (a, b), ``sigma_mean``, ``sigma_min``,
+    ``sigma_max`` over all entries of σ, and ``norm_mean``, the mean ‖μ_c‖.
+    """
+    if rho.shape != mu.shape:
+        raise ValueError(f"rho must have the shape of mu {tuple(mu.shape)}, got {tuple(rho.shape)}.")
+    cosines = proxy_mean_cosines(mu)
+    off_diagonal = cosines.masked_fill(torch.eye(len(cosines), dtype=torch.bool, device=cosines.device), float("-inf"))
+    flat = int(off_diagonal.argmax())
+    sigma = F.softplus(rho.detach().float())
+    return {"max_cosine": float(off_diagonal.max()), "max_pair": divmod(flat, len(cosines)),
+            "sigma_mean": float(sigma.mean()), "sigma_min": float(sigma.min()), "sigma_max": float(sigma.max()),
+            "norm_mean": float(mu.detach().float().norm(dim=-1).mean())}

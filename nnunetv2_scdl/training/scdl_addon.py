@@ -12,18 +12,25 @@ Loss = host loss + λ_cdba·(L_cdba,l + ramp(t)·L_cdba,u) + λ_sac·L_sac, wher
 paper variant) on labeled tokens (ground-truth class proportions) and on unlabeled tokens (the detached joint
 assignment), and L_sac the semantic-anchor loss. The unlabeled term relies on the model's own assignments and
 follows the host's ramp-up, since early assignments are noise. See docs/scdl.md.
+
+Each epoch also logs the proxies' geometry (:data:`SCDL_PROXY_LOG_KEYS`): the largest cosine between two classes'
+proxy means over every SCDL module of the training network(s), and the mean σ. Proxies of two classes that point the
+same way (cosine near 1) give those classes the same priors.
 """
 from typing import Dict, Tuple
 
 import torch
 
 from nnunetv2_scdl.networks.scdl_unet import PRIOR_MODES
+from nnunetv2_scdl.scdl.proxies import ClassProxies, proxy_separation
 from nnunetv2_scdl.scdl.variants import get_variant
 from nnunetv2_scdl.training.ema import unwrap_network
 from nnunetv2_scdl.training.ssl_base import full_resolution
 
 SCDL_HYPERPARAMETERS: Tuple[str, ...] = ("scdl_weight_cdba", "scdl_weight_sac")
 SCDL_LOGGED_TERMS: Tuple[str, ...] = ("scdl_cdba_labeled", "scdl_cdba_unlabeled", "scdl_sac")
+#: per epoch: the largest cos(μ_a, μ_b) over class pairs and SCDL modules, and the mean σ over them
+SCDL_PROXY_LOG_KEYS: Tuple[str, ...] = ("scdl_proxy_max_cosine", "scdl_proxy_sigma")
 
 
 class SCDLAddon:
@@ -71,6 +78,25 @@ class SCDLAddon:
     def hyperparameter_report(self) -> str:
         options = ", ".join(f"{name}={value}" for name, value in self.scdl_network_options().items())
         return super().hyperparameter_report() + f"\n  SCDL network (class attributes only): {options}"
+
+    def register_log_keys(self) -> None:
+        super().register_log_keys()
+        self.logger.local_logger.register(SCDL_PROXY_LOG_KEYS)
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        # every SCDL of the training network(s): both networks of a co-training pair
+        separations = [proxy_separation(m.mu, m.rho) for m in unwrap_network(self.network).modules()
+                       if isinstance(m, ClassProxies)]
+        if not separations:
+            return
+        closest = max(separations, key=lambda s: s["max_cosine"])
+        sigma = sum(s["sigma_mean"] for s in separations) / len(separations)
+        self.logger.log("scdl_proxy_max_cosine", closest["max_cosine"], self.current_epoch)
+        self.logger.log("scdl_proxy_sigma", sigma, self.current_epoch)
+        self.print_to_log_file(f"SCDL proxies: max cos(μ_a, μ_b) {closest['max_cosine']:.3f} (classes "
+                               f"{closest['max_pair'][0]}, {closest['max_pair'][1]}), mean σ {sigma:.4g}, "
+                               f"mean ‖μ‖ {closest['norm_mean']:.3g}")
 
     def forward_student(self, inputs: torch.Tensor):
         return self.network(inputs, return_scdl=True)

@@ -1,0 +1,138 @@
+"""The geometry of SCDL's class proxies: cosines between proxy means, logged every epoch by every SCDL trainer and
+read from checkpoints by ``nnUNetv2_scdl_proxies``."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_trainer
+
+from nnunetv2_scdl.cli.proxies import main as proxies_main
+from nnunetv2_scdl.scdl.proxies import proxy_mean_cosines, proxy_separation
+from nnunetv2_scdl.training.scdl_addon import SCDL_PROXY_LOG_KEYS
+from nnunetv2_scdl.training.ssl_base import CHECKPOINT_KEY
+
+
+def softplus_inverse(sigma: float) -> float:
+    return math.log(math.expm1(sigma))
+
+
+def test_separation_by_hand():
+    # background along x, class 1 at 60° from it, class 2 opposite to background
+    mu = torch.tensor([[2.0, 0.0], [1.0, math.sqrt(3.0)], [-3.0, 0.0]])
+    rho = torch.tensor([[softplus_inverse(0.1)] * 2, [softplus_inverse(0.3)] * 2, [softplus_inverse(0.2)] * 2])
+    cosines = proxy_mean_cosines(mu)
+    assert torch.allclose(cosines, torch.tensor([[1.0, 0.5, -1.0], [0.5, 1.0, -0.5], [-1.0, -0.5, 1.0]]), atol=1e-6)
+    separation = proxy_separation(mu, rho)
+    assert separation["max_cosine"] == pytest.approx(0.5)
+    assert separation["max_pair"] == (0, 1)
+    assert separation["sigma_mean"] == pytest.approx(0.2)
+    assert (separation["sigma_min"], separation["sigma_max"]) == pytest.approx((0.1, 0.3))
+    assert separation["norm_mean"] == pytest.approx(7.0 / 3.0)
+
+
+def test_separation_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[C, D\]"):
+        proxy_mean_cosines(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="rho must have the shape"):
+        proxy_separation(torch.randn(3, 4), torch.randn(3, 5))
+
+
+def set_proxies(proxies, mu, sigma: float) -> None:
+    with torch.no_grad():
+        proxies.mu.copy_(mu)
+        proxies.rho.fill_(softplus_inverse(sigma))
+
+
+def fake_train_outputs(trainer, steps: int = 2):
+    return [{**{name: 0.5 for name in trainer.logged_terms}, "loss": np.float32(1.0), "data_wait_s": 0.0,
+             "step_s": 1.0} for _ in range(steps)]
+
+
+def test_co_training_logs_the_closest_pair_over_both_networks_and_the_mean_sigma(phantom_with_unlabeled):
+    from nnunetv2_scdl.training.ga_cps import nnUNetTrainerSCDL_GACPS
+
+    trainer = make_trainer(phantom_with_unlabeled, nnUNetTrainerSCDL_GACPS)
+    trainer.initialize()
+    proxies_a = trainer.network.net_a.scdl.class_proxies
+    proxies_b = trainer.network.net_b.scdl.class_proxies
+    num_classes, dim = proxies_a.mu.shape
+    assert num_classes >= 3
+    separated = torch.eye(num_classes, dim)                     # A: orthogonal means, max cosine 0
+    close = torch.eye(num_classes, dim)
+    close[2] = torch.nn.functional.normalize(close[1] + 0.5 * close[2], dim=0)  # B: cos(μ_1, μ_2) = 2 / √5
+    set_proxies(proxies_a, separated, 0.05)
+    set_proxies(proxies_b, close, 0.15)
+
+    trainer.on_train_epoch_end(fake_train_outputs(trainer))
+    logged = trainer.logger.local_logger.my_fantastic_logging
+    assert set(SCDL_PROXY_LOG_KEYS) <= set(logged)
+    assert logged["scdl_proxy_max_cosine"][0] == pytest.approx(2 / math.sqrt(5), abs=1e-5)
+    assert logged["scdl_proxy_sigma"][0] == pytest.approx(0.1, abs=1e-5)
+
+
+def proxy_state(mu, sigma: float, prefix: str = "scdl.") -> dict:
+    return {f"{prefix}class_proxies.mu": mu, f"{prefix}class_proxies.rho": torch.full_like(mu, softplus_inverse(sigma)),
+            "decoder.seg_layers.0.weight": torch.zeros(3, 8, 1, 1, 1)}
+
+
+def write_model_folder(root, checkpoints: dict):
+    fold = root / "nnUNetTrainerSCDL_MT__nnUNetPlans__3d_fullres" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold.parent / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "anterior": 1,
+                                                                     "posterior": 2}}))
+    for name, checkpoint in checkpoints.items():
+        torch.save(checkpoint, fold / name)
+    return fold
+
+
+def test_cli_reads_the_final_checkpoint_of_a_folder_and_the_student_weights(tmp_path, capsys):
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])    # closest: background with either (cos 0)
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])     # closest: anterior–posterior (cos 0.8)
+    final = {"current_epoch": 320, "network_weights": proxy_state(teacher, 0.02),
+             CHECKPOINT_KEY: {"training_network_weights": proxy_state(student, 0.04)}}
+    latest = {"current_epoch": 200, "network_weights": proxy_state(-teacher, 0.02)}
+    fold = write_model_folder(tmp_path, {"checkpoint_final.pth": final, "checkpoint_latest.pth": latest})
+
+    assert proxies_main([str(fold), "--all-pairs"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "checkpoint_" in line]
+    assert len(rows) == 2 and all("checkpoint_final.pth" in row and "| 320 |" in row for row in rows)
+    inference, training = (next(r for r in rows if f"| {label} |" in r) for label in ("inference", "training"))
+    assert "| +0.800 |" not in inference and "anterior–posterior | +0.800 |" in training
+    assert "0.0400 (0.0400–0.0400)" in training
+    # --all-pairs: background–anterior, background–posterior, anterior–posterior
+    assert training.rstrip(" |").endswith("+0.000 | +0.600 | +0.800")
+
+
+def test_cli_refuses_checkpoints_without_proxies_and_missing_paths(tmp_path, capsys):
+    plain = tmp_path / "plain.pth"
+    torch.save({"network_weights": {"decoder.seg_layers.0.weight": torch.zeros(3, 8, 1, 1, 1)}}, plain)
+    assert proxies_main([str(plain)]) == 1
+    assert "no SCDL class proxies" in capsys.readouterr().err
+    assert proxies_main([str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert proxies_main([str(tmp_path)]) == 1
+    assert "holds neither checkpoint_final.pth nor checkpoint_latest.pth" in capsys.readouterr().err
+
+
+def test_token_class_mix_by_hand():
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("token_class_mix", REPO_ROOT / "benchmarks" / "token_class_mix.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # a 5 × 2 × 2 case, stride 2 → three tokens, the last padded with a background slice:
+    # token 0: all class 1; token 1: half class 1, half class 2; token 2: a quarter class 2
+    labels = torch.zeros(5, 2, 2, dtype=torch.int64)
+    labels[0:2] = 1
+    labels[2, :, :] = 1
+    labels[3, :, :] = 2
+    labels[4, 0, :] = 2
+    mix = module.foreground_mix(labels, num_classes=3, stride=2)
+    # class 1: w = (1, 0.5, 0); negatives 1 − w = (0, 0.5, 1) hold class 2 with (0, 0.5, 0.25)
+    assert mix[1] == pytest.approx(((0.5 * 0.5 + 1 * 0.25) / 1.5, 0.5 / 1.5))
+    # class 2: w = (0, 0.5, 0.25); negatives (1, 0.5, 0.75) hold class 1 with (1, 0.5, 0)
+    assert mix[2] == pytest.approx(((1 * 1 + 0.5 * 0.5) / 2.25, 0.5 / 0.75))
