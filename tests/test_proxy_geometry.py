@@ -114,6 +114,18 @@ def test_cli_refuses_checkpoints_without_proxies_and_missing_paths(tmp_path, cap
     assert "does not exist" in capsys.readouterr().err
     assert proxies_main([str(tmp_path)]) == 1
     assert "holds neither checkpoint_final.pth nor checkpoint_latest.pth" in capsys.readouterr().err
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    assert proxies_main([str(text)]) == 1
+    assert "cannot be read as a checkpoint" in capsys.readouterr().err
+    two_classes = tmp_path / "two.pth"
+    torch.save({"network_weights": proxy_state(torch.eye(2), 0.02)}, two_classes)
+    three_classes = tmp_path / "three.pth"
+    torch.save({"network_weights": proxy_state(torch.eye(3), 0.02)}, three_classes)
+    assert proxies_main([str(two_classes), str(three_classes)]) == 0  # without --all-pairs the columns agree
+    capsys.readouterr()
+    assert proxies_main([str(two_classes), str(three_classes), "--all-pairs"]) == 1
+    assert "needs checkpoints with the same classes" in capsys.readouterr().err
 
 
 def test_token_class_mix_by_hand():
@@ -136,3 +148,28 @@ def test_token_class_mix_by_hand():
     assert mix[1] == pytest.approx(((0.5 * 0.5 + 1 * 0.25) / 1.5, 0.5 / 1.5))
     # class 2: w = (0, 0.5, 0.25); negatives (1, 0.5, 0.75) hold class 1 with (1, 0.5, 0)
     assert mix[2] == pytest.approx(((1 * 1 + 0.5 * 0.5) / 2.25, 0.5 / 0.75))
+
+
+def test_mean_teacher_logs_the_student_and_its_checkpoint_holds_teacher_and_student(phantom_with_unlabeled, tmp_path):
+    from nnunetv2_scdl.evaluation.proxy_geometry import proxy_states
+    from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
+
+    trainer = make_trainer(phantom_with_unlabeled, nnUNetTrainerSCDL_MT)
+    trainer.initialize()
+    student = trainer.network.scdl.class_proxies
+    num_classes, dim = student.mu.shape
+    collapsed = torch.zeros(num_classes, dim)
+    collapsed[:, 0] = 1.0  # every class along one direction: cosine 1
+    set_proxies(student, collapsed, 0.3)
+    trainer.on_train_epoch_end(fake_train_outputs(trainer))
+    logged = trainer.logger.local_logger.my_fantastic_logging
+    assert logged["scdl_proxy_max_cosine"][0] == pytest.approx(1.0)  # the student's, not the teacher's
+    assert logged["scdl_proxy_sigma"][0] == pytest.approx(0.3, abs=1e-5)
+
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    states = {label: (module, mu) for label, module, mu, _ in
+              proxy_states(torch.load(tmp_path / "checkpoint.pth", map_location="cpu", weights_only=False))}
+    assert set(states) == {"inference", "training"} and states["training"][0] == "scdl"
+    torch.testing.assert_close(states["training"][1], collapsed)
+    torch.testing.assert_close(states["inference"][1], trainer.teacher.module.scdl.class_proxies.mu.detach())
+    assert not torch.allclose(states["inference"][1], collapsed)

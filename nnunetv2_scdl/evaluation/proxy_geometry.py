@@ -9,6 +9,7 @@ student it trains as the trainer state's ``training_network_weights``; both are 
 "training".
 """
 import json
+import pickle
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -65,7 +66,10 @@ def proxy_table(paths: Sequence[Path], all_pairs: bool = False) -> str:
     rows, pair_names = [], None
     for path in paths:
         file = checkpoint_file(path)
-        checkpoint = torch.load(file, map_location="cpu", weights_only=False)
+        try:
+            checkpoint = torch.load(file, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+            raise ValueError(f"{file} cannot be read as a checkpoint ({e}).") from e
         states = proxy_states(checkpoint)
         if not states:
             raise ValueError(f"{file} has no SCDL class proxies ('*{MU_SUFFIX}'): it was not trained by an SCDL "
@@ -81,7 +85,11 @@ def proxy_table(paths: Sequence[Path], all_pairs: bool = False) -> str:
             if all_pairs:
                 cosines = proxy_mean_cosines(mu)
                 pairs = [(i, j) for i in range(len(mu)) for j in range(i + 1, len(mu))]
-                pair_names = [f"cos {names[i]}–{names[j]}" for i, j in pairs]
+                names_here = [f"cos {names[i]}–{names[j]}" for i, j in pairs]
+                if pair_names is not None and names_here != pair_names:
+                    raise ValueError(f"--all-pairs needs checkpoints with the same classes; {file} has "
+                                     f"{len(mu)} ({', '.join(names.values())}), unlike the ones before it.")
+                pair_names = names_here
                 cells += [f"{float(cosines[i, j]):+.3f}" for i, j in pairs]
             rows.append(cells)
     header = ["checkpoint", "epoch", "weights", "module", "closest classes", "max cos(μ_a, μ_b)", "mean ‖μ‖",

@@ -12,8 +12,8 @@ trainer and seed. Output:
 
 The finding rule: the seed-to-seed spread ``s`` is the standard deviation over seeds of mean Dice, pooled over trainers
 (``sqrt(sum((n_i - 1) s_i²) / sum(n_i - 1))``): over the two compared trainers when both have at least two seeds,
-since their own spreads are then known, else over every trainer with at least two seeds. So one unstable trainer
-does not widen the threshold of comparisons it is not part of. A paired difference is a finding when the absolute
+since their own spreads are then known, else over every trainer with at least two seeds. So an unstable trainer
+does not widen the threshold of a comparison between two other trainers that both have several seeds. A paired difference is a finding when the absolute
 mean of its per-seed differences exceeds ``2 s``. Without any trainer with two seeds there is no spread and no
 finding. A comparison with a single paired seed whose difference is below ``s`` needs another seed.
 """
@@ -264,8 +264,7 @@ def learned_steps_table(runs: Runs) -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # plots
 # ----------------------------------------------------------------------------------------------------------------------
-def plot_seed_report(runs: Runs, deltas: Sequence[dict], spread: Optional[float], per_class_path: Path,
-                     delta_path: Path) -> None:
+def plot_seed_report(runs: Runs, deltas: Sequence[dict], per_class_path: Path, delta_path: Path) -> None:
     """Per-class Dice bars (mean over seeds, sd as error bar), and the paired Δ of mean Dice per comparison (one dot
     per seed, a bar for the mean, the ±2s band around zero)."""
     import matplotlib
@@ -375,7 +374,7 @@ def write_seed_report(summaries: Sequence[dict], output: Path, sources: Sequence
     spread, spread_trainers = seed_spread(runs)
     deltas = paired_deltas(runs, spread, spread_trainers)
     output.mkdir(parents=True, exist_ok=True)
-    plot_seed_report(runs, deltas, spread, output / f"{stem}_dice_per_class.png", output / f"{stem}_paired_delta.png")
+    plot_seed_report(runs, deltas, output / f"{stem}_dice_per_class.png", output / f"{stem}_paired_delta.png")
     settings = summaries[0]["settings"]
     split = settings["split"]
     seeds = sorted({seed_of(s) for s in summaries})

@@ -92,11 +92,12 @@ class SCDLAddon:
             return
         closest = max(separations, key=lambda s: s["max_cosine"])
         sigma = sum(s["sigma_mean"] for s in separations) / len(separations)
+        norm = sum(s["norm_mean"] for s in separations) / len(separations)
         self.logger.log("scdl_proxy_max_cosine", closest["max_cosine"], self.current_epoch)
         self.logger.log("scdl_proxy_sigma", sigma, self.current_epoch)
         self.print_to_log_file(f"SCDL proxies: max cos(μ_a, μ_b) {closest['max_cosine']:.3f} (classes "
                                f"{closest['max_pair'][0]}, {closest['max_pair'][1]}), mean σ {sigma:.4g}, "
-                               f"mean ‖μ‖ {closest['norm_mean']:.3g}")
+                               f"mean ‖μ‖ {norm:.3g}")
 
     def forward_student(self, inputs: torch.Tensor):
         return self.network(inputs, return_scdl=True)
