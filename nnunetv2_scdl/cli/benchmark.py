@@ -516,7 +516,8 @@ def write_report(state: dict, trainers: List[str], paths: BenchmarkPaths) -> Opt
         f"- Split: `{split['file']}`: {len(split['labeled'])} labeled, {len(split['unlabeled'])} unlabeled, "
         f"{len(split['val'])} validation cases (evaluated).",
         f"- Plans: `{settings['plans']}`, configuration `{settings['configuration']}`, fold {FOLD}.",
-        f"- Budget per trainer (per model of a self-training row): {settings['epochs']} epochs × {settings['iterations_per_epoch']} iterations = "
+        f"- Budget per trainer (per model of a self-training row): {settings['epochs']} epochs × "
+        f"{settings['iterations_per_epoch']} iterations = "
         f"{settings['epochs'] * settings['iterations_per_epoch']} optimiser steps; seed {settings['seed']}; device "
         f"{settings['device']}; prediction {'with' if settings['tta'] else 'without'} mirroring.",
         f"- Tail classes ({TAIL_NOTE}): {', '.join(tail_names) or 'none'}.",
@@ -791,7 +792,8 @@ def run(args: argparse.Namespace, command: str) -> Optional[Path]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    command = "nnUNetv2_scdl_benchmark " + " ".join(shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv))
+    arguments = sys.argv[1:] if argv is None else argv
+    command = "nnUNetv2_scdl_benchmark " + " ".join(shlex.quote(str(a)) for a in arguments)
     return exit_code_of("nnUNetv2_scdl_benchmark", lambda: run(args, command),
                         (StepError, ValueError, FileNotFoundError, RuntimeError),
                         "; run the same command again to resume.")

@@ -13,9 +13,10 @@ trainer and seed. Output:
 The finding rule: the seed-to-seed spread ``s`` is the standard deviation over seeds of mean Dice, pooled over trainers
 (``sqrt(sum((n_i - 1) s_i²) / sum(n_i - 1))``): over the two compared trainers when both have at least two seeds,
 since their own spreads are then known, else over every trainer with at least two seeds. So an unstable trainer
-does not widen the threshold of a comparison between two other trainers that both have several seeds. A paired difference is a finding when the absolute
-mean of its per-seed differences exceeds ``2 s``. Without any trainer with two seeds there is no spread and no
-finding. A comparison with a single paired seed whose difference is below ``s`` needs another seed.
+does not widen the threshold of a comparison between two other trainers that both have several seeds. A paired
+difference is a finding when the absolute mean of its per-seed differences exceeds ``2 s``. Without any trainer with
+two seeds there is no spread and no finding. A comparison with a single paired seed whose difference is below ``s``
+needs another seed.
 """
 import json
 import math
