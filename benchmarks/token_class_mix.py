@@ -41,7 +41,7 @@ def parse_args(argv=None):
 
 def foreground_mix(labels: torch.Tensor, num_classes: int, stride: int):
     """Per foreground class of one case (``labels`` [*S] int64, background 0): (other-foreground share of its P2E
-    negatives, fraction of its voxels in tokens that hold another foreground class); None for an absent class."""
+    negatives, fraction of its voxels in tokens that hold another foreground class); an absent class is left out."""
     pad = [p for s in reversed(labels.shape) for p in (0, (-s) % stride)]
     labels = F.pad(labels, pad)  # background
     w, _ = class_proportions_per_token(class_one_hot(labels[None], num_classes), [stride] * labels.dim())

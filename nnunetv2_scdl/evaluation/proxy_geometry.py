@@ -75,8 +75,8 @@ def proxy_table(paths: Sequence[Path], all_pairs: bool = False) -> str:
             raise ValueError(f"{file} has no SCDL class proxies ('*{MU_SUFFIX}'): it was not trained by an SCDL "
                              f"trainer.")
         epoch = checkpoint.get("current_epoch", "?")
+        names = _class_names(file, len(states[0][2]))  # every SCDL module of a checkpoint has the same classes
         for label, module, mu, rho in states:
-            names = _class_names(file, len(mu))
             separation = proxy_separation(mu, rho)
             a, b = separation["max_pair"]
             cells = [str(file), str(epoch), label, module, f"{names[a]}–{names[b]}", f"{separation['max_cosine']:+.3f}",

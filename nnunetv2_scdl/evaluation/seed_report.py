@@ -112,12 +112,12 @@ def paired_deltas(runs: Runs, spread: Optional[float], spread_trainers: Sequence
     a spread), and whether another seed is needed (one paired seed, |Δ| below s). Fractions, not points."""
     results = []
     for kind, minuend, subtrahend in comparisons_of(runs):
-        own, own_trainers = seed_spread(runs, (minuend, subtrahend))
-        pair_spread, pair_trainers = ((own, own_trainers) if len(own_trainers) == 2
-                                      else (spread, list(spread_trainers)))
         seeds = sorted(set(runs[minuend]) & set(runs[subtrahend]))
         if not seeds:
             continue
+        own, own_trainers = seed_spread(runs, (minuend, subtrahend))
+        pair_spread, pair_trainers = ((own, own_trainers) if len(own_trainers) == 2
+                                      else (spread, list(spread_trainers)))
 
         def deltas(key: str) -> List[float]:
             return [runs[minuend][s].metric("original", key, "dice") - runs[subtrahend][s].metric("original", key,
