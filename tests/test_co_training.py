@@ -1,11 +1,17 @@
 """Co-training trainers (GA-CPS, DHC and their SCDL variants): in-process steps, loss formulas, resume state, and one
 real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
 
+import importlib.util
+import os
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 import torch
-from conftest import (CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, StepsCache, end_epoch_and_check_logged_terms,
+from conftest import (REPO_ROOT, CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, StepsCache, end_epoch_and_check_logged_terms,
                       load_checkpoint, make_trainer, predict_test_cases, started_trainer)
+
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_scdl.networks.dual_network import DualNetwork, xavier_normal_expected_norm
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
@@ -146,6 +152,69 @@ def test_training_forward_goes_through_the_compiled_module(phantom_with_unlabele
     finally:
         trainer.network = trainer.network._orig_mod
         trainer.on_train_end()
+
+
+def swapped_gacps():
+    """``nnUNetTrainerGACPS_swapAB`` of benchmarks/co_training_swap, found as nnUNetv2_train finds it."""
+    with patch.dict(os.environ, {"nnUNet_extTrainer": str(REPO_ROOT / "benchmarks" / "co_training_swap")}):
+        return recursive_find_trainer_class_by_name("nnUNetTrainerGACPS_swapAB")
+
+
+def test_swap_weights_exchanges_every_tensor(planned_phantom):
+    trainer = make_trainer(planned_phantom, nnUNetTrainerGACPS)
+    network = build_network(nnUNetTrainerGACPS, trainer.plans_manager, trainer.configuration_manager)
+    state_a = {k: v.clone() for k, v in network.net_a.state_dict().items()}
+    state_b = {k: v.clone() for k, v in network.net_b.state_dict().items()}
+    assert network.swap_weights() is network
+    assert all(torch.equal(network.net_a.state_dict()[k], state_b[k]) for k in state_b)
+    assert all(torch.equal(network.net_b.state_dict()[k], state_a[k]) for k in state_a)
+
+
+@pytest.mark.slow
+def test_gacps_treats_a_and_b_alike(phantom_with_unlabeled, monkeypatch):
+    """Started from swapped weights and fed the same batches, GA-CPS gives A the terms and updates that B had,
+    exactly: nothing in the step favours one slot (loss order, clipping, CPS targets, optimiser groups)."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("SCDL_SEED", "0")  # the same two draws for both trainers
+    original = started_trainer(phantom_with_unlabeled, nnUNetTrainerGACPS)
+    swapped = started_trainer(phantom_with_unlabeled, swapped_gacps())
+    try:
+        labeled = [next(original.dataloader_train) for _ in range(2)]
+        unlabeled = [next(original.dataloader_unlabeled) for _ in range(2)]
+        runs = []
+        for trainer in (original, swapped):
+            trainer.dataloader_unlabeled = iter(unlabeled)
+            runs.append([trainer.train_step(batch) for batch in labeled])
+        mirrored = {"supervised_a": "supervised_b", "supervised_b": "supervised_a", "cps_a": "cps_b",
+                    "cps_b": "cps_a"}
+        for step_original, step_swapped in zip(*runs):
+            assert step_original["supervised_a"] != step_original["supervised_b"]  # the two draws differ
+            for name, mirror in mirrored.items():
+                assert step_swapped[mirror] == pytest.approx(step_original[name], rel=1e-6, abs=1e-7), name
+        net_original, net_swapped = original.network, swapped.network
+        for name, value in net_original.net_a.state_dict().items():
+            torch.testing.assert_close(net_swapped.net_b.state_dict()[name], value, rtol=1e-5, atol=1e-7)
+        for name, value in net_original.net_b.state_dict().items():
+            torch.testing.assert_close(net_swapped.net_a.state_dict()[name], value, rtol=1e-5, atol=1e-7)
+    finally:
+        original.on_train_end()
+        swapped.on_train_end()
+
+
+def test_mirror_differences_by_hand():
+    spec = importlib.util.spec_from_file_location("co_training_mirror",
+                                                  REPO_ROOT / "benchmarks" / "co_training_mirror.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    original = {"supervised_a": [3.0, 2.0, 1.0], "supervised_b": [2.5, 1.5],
+                "pseudo_dice_network_a": [[0.0, 0.0], [0.2, 0.1]], "pseudo_dice_network_b": [[0.0, 0.0], [0.5, 0.4]]}
+    swapped = {"supervised_a": [2.5, 1.0], "supervised_b": [3.0, 2.25],
+               "pseudo_dice_network_a": [[0.0, 0.0], [0.5, 0.4]], "pseudo_dice_network_b": [[0.0, 0.0], [0.2, 0.3]]}
+    assert module.mirror_differences(original, swapped) == pytest.approx({
+        "supervised_a ↔ supervised_b": 0.25,  # over the two epochs both logged
+        "supervised_b ↔ supervised_a": 0.5,
+        "pseudo_dice_network_a ↔ pseudo_dice_network_b": 0.2,
+        "pseudo_dice_network_b ↔ pseudo_dice_network_a": 0.0})
 
 
 @pytest.mark.slow

@@ -173,3 +173,34 @@ def test_mean_teacher_logs_the_student_and_its_checkpoint_holds_teacher_and_stud
     torch.testing.assert_close(states["training"][1], collapsed)
     torch.testing.assert_close(states["inference"][1], trainer.teacher.module.scdl.class_proxies.mu.detach())
     assert not torch.allclose(states["inference"][1], collapsed)
+
+
+@pytest.mark.parametrize("token_source", ["decoder", "encoder"])
+def test_anchor_geometry_uses_the_anchors_sac_trains_on(token_source):
+    import importlib.util
+
+    from conftest import REPO_ROOT
+    from test_scdl_unet import ANISO, labeled_batch, make_net
+
+    from nnunetv2_scdl.scdl.proxies import proxy_mean_cosines
+
+    spec = importlib.util.spec_from_file_location("scdl_anchor_geometry",
+                                                  REPO_ROOT / "benchmarks" / "scdl_anchor_geometry.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, net = make_net(ANISO, token_source=token_source)
+    x, target = labeled_batch(ANISO)
+    target[1] = 0  # image 1 holds no foreground, image 2 only class 2: absent rows must not enter the anchors
+    target[2][target[2] == 1] = 2
+    geometry = module.anchor_geometry(net, x, target)
+    assert geometry["present"].tolist() == [True, True, True]
+    # SAC on the same batch is mean_c (1 − cos(anchor_c, μ_c)): the script's anchors are SAC's
+    with torch.no_grad():
+        _, aux = net(x, return_scdl=True)
+        sac = net.scdl_loss_terms(aux, target, n_labeled=3)["sac"]
+    assert (1 - geometry["anchor_proxy_cosines"]).mean().item() == pytest.approx(sac.item(), rel=1e-5)
+    anchors = geometry["anchor_cosines"]
+    assert torch.allclose(anchors, anchors.T) and torch.allclose(anchors.diagonal(), torch.ones(3), atol=1e-5)
+    assert torch.allclose(geometry["proxy_cosines"], proxy_mean_cosines(net.scdl.class_proxies.mu), atol=1e-6)
+    assert 0 < geometry["token_cone"].item() <= 1 + 1e-6
+    assert [name for name, _ in module.scdl_unets(torch.nn.Sequential(net))] == ["0"]

@@ -1,5 +1,5 @@
-"""benchmarks/scdl_ablation: nnU-Net finds its two trainers through nnUNet_extTrainer, and each switches off exactly
-the part of SCDL its name says."""
+"""benchmarks/scdl_ablation: nnU-Net finds its trainers through nnUNet_extTrainer, and each changes exactly what its
+name says."""
 import os
 from unittest.mock import patch
 
@@ -30,3 +30,8 @@ def test_each_ablation_trainer_switches_off_one_part_of_scdl():
     assert issubclass(no_losses, nnUNetTrainerSCDL_MT)
     assert no_losses.scdl_network_options() == full
     assert no_losses.scdl_weight_cdba == no_losses.scdl_weight_sac == 0
+
+    encoder_tokens = find("nnUNetTrainerSCDL_MT_encoderTokens")
+    assert issubclass(encoder_tokens, nnUNetTrainerSCDL_MT)
+    assert encoder_tokens.scdl_network_options() == {**full, "token_source": "encoder"}
+    assert full["token_source"] == "decoder"

@@ -7,6 +7,8 @@ folder. Each class changes one class attribute of ``nnUNetTrainerSCDL_MT`` (the 
   the proxies as usual, so only the losses act on the U-Net.
 - ``nnUNetTrainerSCDL_MT_noLosses``: the priors go into the decoder, but CDBA and SAC have weight 0; the proxies
   and the prior projections learn only through the segmentation losses.
+- ``nnUNetTrainerSCDL_MT_encoderTokens``: tokens from the stride-8 encoder stage (``scdl_token_source "encoder"``)
+  instead of the last decoder stage pooled to the same grid; everything else as SCDL_MT.
 """
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 
@@ -18,3 +20,7 @@ class nnUNetTrainerSCDL_MT_noPriors(nnUNetTrainerSCDL_MT):
 class nnUNetTrainerSCDL_MT_noLosses(nnUNetTrainerSCDL_MT):
     scdl_weight_cdba = 0.0
     scdl_weight_sac = 0.0
+
+
+class nnUNetTrainerSCDL_MT_encoderTokens(nnUNetTrainerSCDL_MT):
+    scdl_token_source = "encoder"

@@ -159,6 +159,18 @@ class DualNetwork(nn.Module):
             net_b.apply(init_b)
         return cls(net_a, net_b)
 
+    @torch.no_grad()
+    def swap_weights(self) -> "DualNetwork":
+        """Exchanges the weights (parameters and buffers) of A and B in place and returns ``self``.
+
+        For symmetry checks: co-training treats A and B alike, so a run started from swapped weights mirrors the
+        original run, A for B. Both networks must have the same architecture.
+        """
+        state_a = {name: tensor.clone() for name, tensor in self.net_a.state_dict().items()}
+        self.net_a.load_state_dict(self.net_b.state_dict())
+        self.net_b.load_state_dict(state_a)
+        return self
+
     @property
     def decoder(self) -> DualDecoderView:
         """A view over both decoders; ``.decoder.deep_supervision = x`` (what nnU-Net does) sets A and B."""

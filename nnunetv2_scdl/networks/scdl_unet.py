@@ -323,6 +323,33 @@ class SCDLUNet(nn.Module):
                              f"full-resolution target, target[0] with deep supervision), got {tuple(labels.shape)}.")
         return labels
 
+    def labeled_one_hot(self, aux: SCDLAux, target: Tensor, n_labeled: int,
+                        ignore_label: Optional[int] = None) -> Tensor:
+        """One-hot [n_labeled, C + 1, *S] of the first ``n_labeled`` images' labels (channel C: ignored voxels)."""
+        # fp16 on GPUs halves the traffic of this full-resolution map (its token fractions stay exact)
+        return class_one_hot(self._labels(target, n_labeled, False, "target", aux, ignore_label), self.num_classes,
+                             torch.float16 if aux.region_features.is_cuda else torch.float32)
+
+    def anchor_rows(self, aux: SCDLAux, one_hot: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """SAC's rows for the first ``len(one_hot)`` images: per (image, class) the mean pre-MLP feature f of the
+        class's region [n·C, D_x], its class [n·C] and its weight [n·C] (0 where the class is absent, or for the
+        background when ``sac_include_background`` is off). ``one_hot`` from :meth:`labeled_one_hot`."""
+        count = one_hot.shape[0]
+        region = aux.region_features[:count]
+        if tuple(region.shape[2:]) == aux.input_shape:  # decoder tokens: voxel-level class masks
+            sums, voxels = class_region_sums(region, one_hot)
+        else:  # encoder tokens: features at token resolution, each token weighted by its class fractions
+            fractions = pool_to_grid(one_hot, aux.token_strides)[:, :-1].flatten(2).float()  # [n, C, L]
+            sums = fractions @ features_to_tokens(region, [1] * self.spatial_dims).float()
+            voxels = fractions.sum(dim=-1)
+        present = voxels > 0
+        if not self.sac_include_background:
+            present[:, 0] = False
+        # every (image, class) row is kept, absent ones with weight 0: static shapes, no host sync
+        features = (sums / voxels.clamp_min(1e-6).unsqueeze(-1)).reshape(-1, sums.shape[-1])
+        classes = torch.arange(self.num_classes, device=sums.device).repeat(count)
+        return features, classes, present.reshape(-1).float()
+
     def scdl_loss_terms(self, aux: SCDLAux, target: Optional[Tensor], n_labeled: int,
                         pseudo_label: Optional[Tensor] = None, ignore_label: Optional[int] = None,
                         return_breakdown: bool = False):
@@ -350,24 +377,9 @@ class SCDLUNet(nn.Module):
         if n_labeled > 0:
             if target is None:
                 raise ValueError("target is required when n_labeled > 0.")
-            region = aux.region_features[:n_labeled]
-            # fp16 on GPUs halves the traffic of this full-resolution map (its token fractions stay exact)
-            one_hot = class_one_hot(self._labels(target, n_labeled, False, "target", aux, ignore_label),
-                                    self.num_classes, torch.float16 if region.is_cuda else torch.float32)
+            one_hot = self.labeled_one_hot(aux, target, n_labeled, ignore_label)
             labeled_weights, labeled_valid = class_proportions_per_token(one_hot, aux.token_strides)
-            if tuple(region.shape[2:]) == aux.input_shape:  # decoder tokens: voxel-level class masks
-                sums, voxels = class_region_sums(region, one_hot)
-            else:  # encoder tokens: features at token resolution, each token weighted by its class fractions
-                fractions = pool_to_grid(one_hot, aux.token_strides)[:, :-1].flatten(2).float()  # [n_l, C, L]
-                sums = fractions @ features_to_tokens(region, [1] * self.spatial_dims).float()
-                voxels = fractions.sum(dim=-1)
-            present = voxels > 0
-            if not self.sac_include_background:
-                present[:, 0] = False
-            # every (image, class) row is kept, absent ones with weight 0: static shapes, no host sync
-            anchor_features = (sums / voxels.clamp_min(1e-6).unsqueeze(-1)).reshape(-1, sums.shape[-1])
-            anchor_classes = torch.arange(self.num_classes, device=sums.device).repeat(n_labeled)
-            anchor_weights = present.reshape(-1).float()
+            anchor_features, anchor_classes, anchor_weights = self.anchor_rows(aux, one_hot)
         if pseudo_label is not None and n_labeled < batch:
             pseudo = self._labels(pseudo_label, batch - n_labeled, True, "pseudo_label", aux, ignore_label)
             unlabeled_weights, unlabeled_valid = class_proportions_per_token(class_one_hot(pseudo, self.num_classes),
