@@ -8,9 +8,9 @@ from unittest.mock import patch
 import numpy as np
 import pytest
 import torch
-from conftest import (REPO_ROOT, CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, StepsCache, end_epoch_and_check_logged_terms,
-                      load_checkpoint, make_trainer, predict_test_cases, started_trainer)
-
+from conftest import (CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, REPO_ROOT, StepsCache,
+                      end_epoch_and_check_logged_terms, load_checkpoint, make_trainer, predict_test_cases,
+                      started_trainer)
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_scdl.networks.dual_network import DualNetwork, xavier_normal_expected_norm
