@@ -391,6 +391,16 @@ def fold_folder(dataset: PlannedPhantom, trainer: str = "nnUNetTrainerMeanTeache
     return dataset.results_folder / f"{trainer}__{dataset.cpu_plans}__{dataset.configuration}" / "fold_0"
 
 
+def load_benchmark_script(name: str):
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package, so they cannot be imported by name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_checkpoint(folder: Path, name: str = "checkpoint_final.pth") -> dict:
     import torch
 

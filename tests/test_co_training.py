@@ -1,7 +1,6 @@
 """Co-training trainers (GA-CPS, DHC and their SCDL variants): in-process steps, loss formulas, resume state, and one
 real ``nnUNetv2_train`` + ``nnUNetv2_predict`` run per method family."""
 
-import importlib.util
 import os
 from unittest.mock import patch
 
@@ -9,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import (CLI_TRAINING_EPOCHS, CLI_TRAINING_ITERATIONS, REPO_ROOT, StepsCache,
-                      end_epoch_and_check_logged_terms, load_checkpoint, make_trainer, predict_test_cases,
-                      started_trainer)
+                      end_epoch_and_check_logged_terms, load_benchmark_script, load_checkpoint, make_trainer,
+                      predict_test_cases, started_trainer)
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_scdl.networks.dual_network import DualNetwork, xavier_normal_expected_norm
@@ -202,10 +201,7 @@ def test_gacps_treats_a_and_b_alike(phantom_with_unlabeled, monkeypatch):
 
 
 def test_mirror_differences_by_hand():
-    spec = importlib.util.spec_from_file_location("co_training_mirror",
-                                                  REPO_ROOT / "benchmarks" / "co_training_mirror.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark_script("co_training_mirror")
     original = {"supervised_a": [3.0, 2.0, 1.0], "supervised_b": [2.5, 1.5],
                 "pseudo_dice_network_a": [[0.0, 0.0], [0.2, 0.1]], "pseudo_dice_network_b": [[0.0, 0.0], [0.5, 0.4]]}
     swapped = {"supervised_a": [2.5, 1.0], "supervised_b": [3.0, 2.25],

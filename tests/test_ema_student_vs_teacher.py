@@ -1,20 +1,14 @@
 """benchmarks/ema_student_vs_teacher.py: the student checkpoint it predicts with holds the student's weights as
 ``network_weights`` and everything else of the final checkpoint; a trainer without a separate student is refused."""
-import importlib.util
-
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import load_benchmark_script
 
 
 @pytest.fixture
 def script():
-    path = REPO_ROOT / "benchmarks" / "ema_student_vs_teacher.py"
-    spec = importlib.util.spec_from_file_location("ema_student_vs_teacher", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("ema_student_vs_teacher")
 
 
 def test_student_checkpoint_swaps_in_the_student_weights(script, tmp_path):

@@ -1,12 +1,10 @@
 """benchmarks/predict_cost.py: the model folder it writes is one that nnUNetPredictor loads (the trainer's own
 inference weights, mirroring on) and predicts a phantom image with; the case list and the overhead statistic."""
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_benchmark_script
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
 
@@ -14,10 +12,7 @@ BENCHMARKS = REPO_ROOT / "benchmarks"
 @pytest.fixture
 def predict_cost(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports trainer_pairs from its own folder
-    spec = importlib.util.spec_from_file_location("predict_cost", BENCHMARKS / "predict_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("predict_cost")
 
 
 def test_model_folder_loads_in_nnunet_predictor_and_predicts_a_phantom_image(planned_phantom, predict_cost, tmp_path):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_trainer
+from conftest import load_benchmark_script, make_trainer
 
 from nnunetv2_scdl.cli.proxies import main as proxies_main
 from nnunetv2_scdl.scdl.proxies import proxy_mean_cosines, proxy_separation
@@ -129,13 +129,7 @@ def test_cli_refuses_checkpoints_without_proxies_and_missing_paths(tmp_path, cap
 
 
 def test_token_class_mix_by_hand():
-    import importlib.util
-
-    from conftest import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("token_class_mix", REPO_ROOT / "benchmarks" / "token_class_mix.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark_script("token_class_mix")
     # a 5 × 2 × 2 case, stride 2 → three tokens, the last padded with a background slice:
     # token 0: all class 1; token 1: half class 1, half class 2; token 2: a quarter class 2
     labels = torch.zeros(5, 2, 2, dtype=torch.int64)
@@ -177,17 +171,9 @@ def test_mean_teacher_logs_the_student_and_its_checkpoint_holds_teacher_and_stud
 
 @pytest.mark.parametrize("token_source", ["decoder", "encoder"])
 def test_anchor_geometry_uses_the_anchors_sac_trains_on(token_source):
-    import importlib.util
-
-    from conftest import REPO_ROOT
     from test_scdl_unet import ANISO, labeled_batch, make_net
 
-    from nnunetv2_scdl.scdl.proxies import proxy_mean_cosines
-
-    spec = importlib.util.spec_from_file_location("scdl_anchor_geometry",
-                                                  REPO_ROOT / "benchmarks" / "scdl_anchor_geometry.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark_script("scdl_anchor_geometry")
     _, net = make_net(ANISO, token_source=token_source)
     x, target = labeled_batch(ANISO)
     target[1] = 0  # image 1 holds no foreground, image 2 only class 2: absent rows must not enter the anchors
