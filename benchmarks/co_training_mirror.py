@@ -19,11 +19,13 @@ A fold folder is read from its ``checkpoint_final.pth``, else ``checkpoint_lates
 finished ``nnUNetTrainerGACPS`` run of the same seed, split and schedule.
 """
 import argparse
-import os
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
+
+from nnunetv2_scdl.evaluation.proxy_geometry import checkpoint_file
 
 #: each term of the original run and the term of the swapped run that should equal it
 MIRRORED_TERMS = {"supervised_a": "supervised_b", "supervised_b": "supervised_a", "cps_a": "cps_b",
@@ -49,11 +51,7 @@ def mirror_differences(original: Dict[str, Sequence], swapped: Dict[str, Sequenc
 
 
 def load_logging(fold: str) -> Dict[str, List]:
-    for name in ("checkpoint_final.pth", "checkpoint_latest.pth"):
-        path = os.path.join(fold, name)
-        if os.path.isfile(path):
-            return torch.load(path, map_location="cpu", weights_only=False)["logging"]
-    raise FileNotFoundError(f"No checkpoint_final.pth or checkpoint_latest.pth in {fold}.")
+    return torch.load(checkpoint_file(Path(fold)), map_location="cpu", weights_only=False)["logging"]
 
 
 def main():

@@ -20,7 +20,6 @@ The cases are the ``train`` cases of the fold in the preprocessed folder's ``spl
 """
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nnunetv2_scdl.evaluation.proxy_geometry import _class_names, checkpoint_file
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet
 from nnunetv2_scdl.scdl.losses import class_anchors
 
@@ -93,7 +93,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("fold", help="fold folder of a trained SCDL model (…/<trainer>__<plans>__<config>/fold_0)")
     parser.add_argument("--preprocessed", required=True, help="the dataset's nnU-Net preprocessed folder")
-    parser.add_argument("--checkpoint", default="checkpoint_final.pth")
+    parser.add_argument("--checkpoint", help="checkpoint file name in the fold folder (default: checkpoint_final.pth, "
+                                             "else checkpoint_latest.pth)")
     parser.add_argument("--cases", nargs="+", help="case identifiers (default: the fold's train cases)")
     args = parser.parse_args()
 
@@ -101,20 +102,16 @@ def main():
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
     fold = Path(args.fold)
-    checkpoint = fold / args.checkpoint
-    if not checkpoint.is_file():
-        checkpoint = fold / "checkpoint_latest.pth"
-    if not checkpoint.is_file():
-        raise SystemExit(f"{fold} holds neither {args.checkpoint} nor checkpoint_latest.pth.")
+    fold_index = int(fold.name.split("_")[-1])
+    checkpoint = checkpoint_file(fold / args.checkpoint if args.checkpoint else fold)
     predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), verbose=False)
-    predictor.initialize_from_trained_model_folder(str(fold.parent), use_folds=(int(fold.name.split("_")[-1]),),
+    predictor.initialize_from_trained_model_folder(str(fold.parent), use_folds=(fold_index,),
                                                    checkpoint_name=checkpoint.name)
     modules = scdl_unets(predictor.network)
     if not modules:
         raise SystemExit(f"{checkpoint} holds no SCDL network; this script reads SCDL trainers only.")
     preprocessed = Path(args.preprocessed)
-    cases = args.cases or json.loads((preprocessed / "splits_final.json").read_text())[
-        int(fold.name.split("_")[-1])]["train"]
+    cases = args.cases or json.loads((preprocessed / "splits_final.json").read_text())[fold_index]["train"]
     data_folder = preprocessed / predictor.configuration_manager.data_identifier
     dataset = infer_dataset_class(str(data_folder))(str(data_folder), cases)
     patch = predictor.configuration_manager.patch_size
@@ -122,8 +119,8 @@ def main():
     images = torch.from_numpy(np.stack([c[0] for c in crops])).float()
     labels = torch.from_numpy(np.stack([c[1] for c in crops])).long()
     results = {name: anchor_geometry(module, images, labels) for name, module in modules}
-    labels_json = predictor.dataset_json.get("labels", {})
-    names = [next((k for k, v in labels_json.items() if v == c), str(c)) for c in range(modules[0][1].num_classes)]
+    class_names = _class_names(checkpoint, modules[0][1].num_classes)
+    names = [class_names[c] for c in range(len(class_names))]
     print(f"{checkpoint} ({len(cases)} cases, one {tuple(patch)} patch each, centred on the foreground)")
     print(format_tables(results, names))
 
