@@ -89,15 +89,18 @@ def format_tables(results: Dict[str, Dict[str, torch.Tensor]], names: Sequence[s
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of :func:`load_labeled_patches`."""
     parser.add_argument("fold", help="fold folder of a trained SCDL model (…/<trainer>__<plans>__<config>/fold_0)")
     parser.add_argument("--preprocessed", required=True, help="the dataset's nnU-Net preprocessed folder")
     parser.add_argument("--checkpoint", help="checkpoint file name in the fold folder (default: checkpoint_final.pth, "
                                              "else checkpoint_latest.pth)")
     parser.add_argument("--cases", nargs="+", help="case identifiers (default: the fold's train cases)")
-    args = parser.parse_args()
 
+
+def load_labeled_patches(args: argparse.Namespace):
+    """The checkpoint path, its inference network (with at least one SCDLUNet inside), and one foreground-centred
+    patch per labeled case: images [N, C_in, *patch] (float) and labels [N, 1, *patch] (long)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
@@ -107,8 +110,7 @@ def main():
     predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), verbose=False)
     predictor.initialize_from_trained_model_folder(str(fold.parent), use_folds=(fold_index,),
                                                    checkpoint_name=checkpoint.name)
-    modules = scdl_unets(predictor.network)
-    if not modules:
+    if not scdl_unets(predictor.network):
         raise SystemExit(f"{checkpoint} holds no SCDL network; this script reads SCDL trainers only.")
     preprocessed = Path(args.preprocessed)
     cases = args.cases or json.loads((preprocessed / "splits_final.json").read_text())[fold_index]["train"]
@@ -118,10 +120,20 @@ def main():
     crops = [foreground_patch(*[np.asarray(a) for a in dataset.load_case(case)[:2]], patch) for case in cases]
     images = torch.from_numpy(np.stack([c[0] for c in crops])).float()
     labels = torch.from_numpy(np.stack([c[1] for c in crops])).long()
+    return checkpoint, predictor.network, images, labels
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser)
+    args = parser.parse_args()
+
+    checkpoint, network, images, labels = load_labeled_patches(args)
+    modules = scdl_unets(network)
     results = {name: anchor_geometry(module, images, labels) for name, module in modules}
     class_names = _class_names(checkpoint, modules[0][1].num_classes)
     names = [class_names[c] for c in range(len(class_names))]
-    print(f"{checkpoint} ({len(cases)} cases, one {tuple(patch)} patch each, centred on the foreground)")
+    print(f"{checkpoint} ({len(images)} cases, one {tuple(images.shape[2:])} patch each, centred on the foreground)")
     print(format_tables(results, names))
 
 

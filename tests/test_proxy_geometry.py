@@ -190,3 +190,28 @@ def test_anchor_geometry_uses_the_anchors_sac_trains_on(token_source):
     assert torch.allclose(geometry["proxy_cosines"], proxy_mean_cosines(net.scdl.class_proxies.mu), atol=1e-6)
     assert 0 < geometry["token_cone"].item() <= 1 + 1e-6
     assert [name for name, _ in module.scdl_unets(torch.nn.Sequential(net))] == ["0"]
+
+
+@pytest.mark.parametrize("options", [{}, {"cdba_grad_to_tokens": False}, {"prior_grad_to_proxies": False}])
+def test_gradient_conflict_measures_each_loss_on_each_group(options):
+    """The script's gradients follow the graph: SAC reaches only μ, CDBA the host network unless its tokens are
+    detached, and the segmentation loss μ through the priors unless they read detached proxies."""
+    from test_scdl_unet import ANISO, labeled_batch, make_net, randomise_projections
+
+    module = load_benchmark_script("scdl_gradient_conflict")
+    _, net = make_net(ANISO, **options)
+    randomise_projections(net)  # zero-initialised projections would pass no gradient through the priors
+    x, target = labeled_batch(ANISO)
+
+    def cross_entropy(logits, labels):
+        return torch.nn.functional.cross_entropy(logits, labels[:, 0])
+
+    torch.manual_seed(0)
+    result = module.gradient_conflict(net, x, target, cross_entropy, cdba_weight=0.1, sac_weight=0.1, repeats=2)
+    assert set(result) == {"host", "mlp", "mu"}
+    assert result["host"]["sac"] == 0 and result["mlp"]["sac"] == 0 and result["mu"]["sac"] > 0
+    assert result["mlp"]["cdba"] > 0 and result["mu"]["cdba"] > 0 and result["host"]["segmentation"] > 0
+    assert (result["host"]["cdba"] == 0) == (options.get("cdba_grad_to_tokens") is False)
+    assert (result["mu"]["segmentation"] == 0) == (options.get("prior_grad_to_proxies") is False)
+    for group in result.values():
+        assert -1 - 1e-6 <= group["cos_cdba"] <= 1 + 1e-6

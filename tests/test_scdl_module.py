@@ -253,6 +253,54 @@ def test_unlabeled_weights_are_detached(variant):
     assert not torch.allclose(module, attached, atol=1e-6)
 
 
+def _gradients(scdl, tokens, loss_of):
+    """Gradients of loss_of(output) with respect to the tokens, μ and the MLP's first weight (zeros where none)."""
+    tokens = tokens.clone().requires_grad_()
+    scdl.zero_grad()
+    loss_of(scdl(tokens)).backward()
+    first = scdl.projection.layers[0].weight
+    return [torch.zeros_like(t) if t.grad is None else t.grad.clone()
+            for t in (tokens, scdl.class_proxies.mu, first)]
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_cdba_gradient_stops_at_the_tokens_when_asked(detach):
+    """cdba_grad_to_tokens=False: CDBA trains the MLP and μ but sends nothing into the tokens, while the priors
+    still do; the default sends CDBA's gradient into the tokens. The loss values do not change (no dropout)."""
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 10, 6)
+    weights = F.one_hot(torch.randint(0, 3, (2, 10)), 3).float()
+    torch.manual_seed(1)
+    scdl = small_scdl(dropout=0.0, cdba_grad_to_tokens=not detach).eval()  # fixed proxy noise
+
+    def cdba(out):
+        return scdl.loss_terms(out, 2, weights)[0]["cdba_labeled"]
+
+    token_grad, mu_grad, mlp_grad = _gradients(scdl, tokens, cdba)
+    assert torch.count_nonzero(mu_grad) > 0 and torch.count_nonzero(mlp_grad) > 0
+    assert (torch.count_nonzero(token_grad) == 0) == detach
+    prior_token_grad = _gradients(scdl, tokens, lambda out: out.priors.pow(2).sum())[0]
+    assert torch.count_nonzero(prior_token_grad) > 0
+    torch.manual_seed(1)
+    reference = small_scdl(dropout=0.0).eval()
+    reference.load_state_dict(scdl.state_dict())
+    assert cdba(reference(tokens)).item() == pytest.approx(cdba(scdl(tokens)).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_priors_pass_no_gradient_to_the_proxies_when_asked(detach):
+    """prior_grad_to_proxies=False: the priors reach the tokens but not μ, and their values do not change."""
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 10, 6)
+    scdl = small_scdl(dropout=0.0, prior_grad_to_proxies=not detach).eval()
+    token_grad, mu_grad, _ = _gradients(scdl, tokens, lambda out: out.priors.pow(3).sum())
+    assert torch.count_nonzero(token_grad) > 0
+    assert (torch.count_nonzero(mu_grad) == 0) == detach
+    reference = small_scdl(dropout=0.0).eval()
+    reference.load_state_dict(scdl.state_dict())
+    torch.testing.assert_close(scdl(tokens).priors, reference(tokens).priors)
+
+
 def test_loss_terms_without_labeled_images_or_anchors_are_attached_zeros():
     scdl = small_scdl()
     out = scdl(torch.randn(2, 5, 6))

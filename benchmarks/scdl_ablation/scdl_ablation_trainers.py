@@ -24,3 +24,15 @@ class nnUNetTrainerSCDL_MT_noLosses(nnUNetTrainerSCDL_MT):
 
 class nnUNetTrainerSCDL_MT_encoderTokens(nnUNetTrainerSCDL_MT):
     scdl_token_source = "encoder"
+
+
+class nnUNetTrainerSCDL_MT_tokensDetached(nnUNetTrainerSCDL_MT):
+    @classmethod
+    def scdl_network_options(cls) -> dict:
+        return {**super().scdl_network_options(), "cdba_grad_to_tokens": False}
+
+
+class nnUNetTrainerSCDL_MT_proxiesDetachedInPriors(nnUNetTrainerSCDL_MT):
+    @classmethod
+    def scdl_network_options(cls) -> dict:
+        return {**super().scdl_network_options(), "prior_grad_to_proxies": False}

@@ -102,6 +102,11 @@ class SCDL(nn.Module):
             either way.
         prior_channels: output channels of each prior projection (one per injection site); empty = no projections.
         eval_noise_seed: seed of the fixed proxy noise used in eval mode.
+        cdba_grad_to_tokens: whether the CDBA losses' gradient reaches the token features (and through them the host
+            network). False: the losses see a second projection of the detached tokens, so CDBA trains the MLP and
+            the proxies only. Default True (the paper and the released code).
+        prior_grad_to_proxies: whether the priors pass the host loss's gradient on to μ and ρ. False: the priors
+            read detached proxies, so only CDBA and SAC move them. Default True (the paper and the released code).
     """
 
     def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 256, num_samples: int = 50,
@@ -110,7 +115,8 @@ class SCDL(nn.Module):
                  e2p_weight: Optional[float] = None, dist_weight: Optional[float] = None,
                  initial_sigma: Optional[float] = None, projection_hidden_dim: Optional[int] = None,
                  dropout: float = 0.2, sigma_emb_init: float = 0.05,
-                 projection_in_autocast: bool = False, prior_channels: Sequence[int] = (), eval_noise_seed: int = 0):
+                 projection_in_autocast: bool = False, prior_channels: Sequence[int] = (), eval_noise_seed: int = 0,
+                 cdba_grad_to_tokens: bool = True, prior_grad_to_proxies: bool = True):
         super().__init__()
         if num_samples < 1 or num_embedding_samples < 0:
             raise ValueError(f"num_samples must be >= 1 and num_embedding_samples >= 0, got {num_samples} and "
@@ -139,6 +145,8 @@ class SCDL(nn.Module):
         self.e2p_weight = float(settings.e2p_weight if e2p_weight is None else e2p_weight)
         self.dist_weight = float(settings.dist_weight if dist_weight is None else dist_weight)
         self.p2e_softmax = p2e_softmax
+        self.cdba_grad_to_tokens = bool(cdba_grad_to_tokens)
+        self.prior_grad_to_proxies = bool(prior_grad_to_proxies)
 
         if projection_hidden_dim is None:
             projection_hidden_dim = settings.projection_hidden_factor * embed_dim
@@ -177,6 +185,20 @@ class SCDL(nn.Module):
 
         return self.eval_cache.get("proxy_geometry", (proxies.mu, proxies.rho), compute, enabled=cached)
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """z = MLP(x) as fp32 ([B, L, D_x] → [B, L, D]); the MLP runs under the caller's autocast only with
+        ``projection_in_autocast``."""
+        if self.projection_in_autocast:
+            return self.projection(tokens).float()
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            return self.projection(tokens.float())
+
+    def log_assignments(self, mean_similarity: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """log P_e2p, log P_p2e and log Q from G [B, L, C] (each [B, L, C])."""
+        log_e2p = e2p_log_assignment(mean_similarity, self.tau_e2p)
+        log_p2e = p2e_log_assignment(mean_similarity, self.tau_p2e, over=self.p2e_softmax)
+        return log_e2p, log_p2e, joint_log_assignment(log_e2p, log_p2e)
+
     def forward(self, tokens: Tensor, compute_priors: bool = True, compute_losses: bool = True) -> SCDLOutput:
         """``tokens``: [B, L, D_x] token features → ``SCDLOutput``. Runs in fp32 with autocast disabled.
 
@@ -185,26 +207,30 @@ class SCDL(nn.Module):
         """
         if tokens.dim() != 3 or tokens.shape[-1] != self.in_channels:
             raise ValueError(f"SCDL expects tokens [B, L, {self.in_channels}], got shape {tuple(tokens.shape)}.")
-        if self.projection_in_autocast:
-            z = self.projection(tokens).float()
+        z = self.embed(tokens)
+        # the losses' view of the tokens: the same embeddings, or those of the detached tokens
+        detach_tokens = compute_losses and not self.cdba_grad_to_tokens and torch.is_grad_enabled()
+        loss_z = self.embed(tokens.detach()) if detach_tokens else z
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            if not self.projection_in_autocast:
-                z = self.projection(tokens.float())
             unit_z = F.normalize(z, dim=-1)
+            loss_unit_z = F.normalize(loss_z, dim=-1) if detach_tokens else unit_z
             unit_mu, mean_unit_sample, prior_samples = self.proxy_geometry(with_mean_sample=compute_losses)
-            mean_similarity = unit_z @ unit_mu.transpose(0, 1)  # G
+            mean_similarity = loss_unit_z @ unit_mu.transpose(0, 1)  # G
             # Ā = mean_s ⟨ẑ, p̂_s⟩ = ⟨ẑ, mean_s p̂_s⟩: O(L·C·D) whatever S is.
-            mean_sample_similarity = unit_z @ mean_unit_sample.transpose(0, 1) if compute_losses else None
-            log_e2p = e2p_log_assignment(mean_similarity, self.tau_e2p)
-            log_p2e = p2e_log_assignment(mean_similarity, self.tau_p2e, over=self.p2e_softmax)
-            log_joint = joint_log_assignment(log_e2p, log_p2e)
+            mean_sample_similarity = (loss_unit_z @ mean_unit_sample.transpose(0, 1)) if compute_losses else None
+            log_e2p, log_p2e, log_joint = self.log_assignments(mean_similarity)
             priors = None
             if compute_priors:
+                if not self.prior_grad_to_proxies:
+                    unit_mu, prior_samples = unit_mu.detach(), prior_samples.detach()
+                prior_joint = log_joint.exp()
+                if detach_tokens or not self.prior_grad_to_proxies:  # Q of the priors' own embeddings and μ
+                    prior_joint = self.log_assignments(unit_z @ unit_mu.transpose(0, 1))[2].exp()
                 sample_similarity = (unit_z @ prior_samples.reshape(-1, self.embed_dim).transpose(0, 1)).view(
                     *unit_z.shape[:2], self.num_classes, self.num_prior_samples)
                 priors = torch.cat([
                     distribution_weighted_prior(sample_similarity, prior_samples, self.tau_e2p),
-                    centre_similarity_prior(log_joint.exp(), unit_mu),
+                    centre_similarity_prior(prior_joint, unit_mu),
                     token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=self.training),
                 ], dim=-1)
         return SCDLOutput(z, unit_z, mean_similarity, mean_sample_similarity, log_e2p, log_p2e, log_joint, priors)
