@@ -35,3 +35,9 @@ def test_each_ablation_trainer_switches_off_one_part_of_scdl():
     assert issubclass(encoder_tokens, nnUNetTrainerSCDL_MT)
     assert encoder_tokens.scdl_network_options() == {**full, "token_source": "encoder"}
     assert full["token_source"] == "decoder"
+
+    for name, option in (("nnUNetTrainerSCDL_MT_tokensDetached", "cdba_grad_to_tokens"),
+                         ("nnUNetTrainerSCDL_MT_proxiesDetachedInPriors", "prior_grad_to_proxies")):
+        trainer = find(name)
+        assert issubclass(trainer, nnUNetTrainerSCDL_MT)
+        assert trainer.scdl_network_options() == {**full, option: False}

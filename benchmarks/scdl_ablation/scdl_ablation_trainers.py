@@ -1,7 +1,7 @@
 """SCDL_MT with one part of SCDL switched off, for the ablation of docs/scdl.md ("Which part of SCDL ...").
 
 Not part of the package: point ``nnUNet_extTrainer`` (or ``nnUNetv2_scdl_benchmark --ext-trainer-dir``) at this
-folder. Each class changes one class attribute of ``nnUNetTrainerSCDL_MT`` (the paper variant):
+folder. Each class changes one class attribute or network option of ``nnUNetTrainerSCDL_MT`` (the paper variant):
 
 - ``nnUNetTrainerSCDL_MT_noPriors``: the priors stay out of the decoder (``prior_mode "none"``); CDBA and SAC train
   the proxies as usual, so only the losses act on the U-Net.
@@ -9,6 +9,10 @@ folder. Each class changes one class attribute of ``nnUNetTrainerSCDL_MT`` (the 
   and the prior projections learn only through the segmentation losses.
 - ``nnUNetTrainerSCDL_MT_encoderTokens``: tokens from the stride-8 encoder stage (``scdl_token_source "encoder"``)
   instead of the last decoder stage pooled to the same grid; everything else as SCDL_MT.
+- ``nnUNetTrainerSCDL_MT_tokensDetached``: CDBA's gradient stops at the token features (``cdba_grad_to_tokens``
+  False), so CDBA trains the projection MLP and the proxies but not the U-Net.
+- ``nnUNetTrainerSCDL_MT_proxiesDetachedInPriors``: the priors read detached proxies (``prior_grad_to_proxies``
+  False), so the segmentation loss does not move μ and ρ; only CDBA and SAC do.
 """
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 
