@@ -41,3 +41,28 @@ def test_each_ablation_trainer_switches_off_one_part_of_scdl():
         trainer = find(name)
         assert issubclass(trainer, nnUNetTrainerSCDL_MT)
         assert trainer.scdl_network_options() == {**full, option: False}
+
+
+def test_replay_table_summarises_the_replayed_epochs(tmp_path, capsys):
+    import json
+    import sys
+
+    import torch
+    from conftest import load_benchmark_script
+
+    module = load_benchmark_script("scdl_replay_table")
+    fold = tmp_path / "replay_a" / "Dataset004_X" / "nnUNetTrainerSCDL_MT__nnUNetPlans__3d_fullres" / "fold_0"
+    fold.mkdir(parents=True)
+    logging = {"supervised": [-0.9, -0.8, -0.6, -0.4], "scdl_cdba_labeled": [5.0, 0.4, 1.5, 0.9],
+               "scdl_sac": [3.0, 0.0, 0.5, 0.1], "ema_fg_dice": [0.1, 0.8, 0.7, 0.6]}
+    torch.save({"logging": logging}, fold / "checkpoint_latest.pth")
+    exported = tmp_path / "replays.json"
+    with patch.object(sys, "argv", ["x", str(fold), "--start", "1", "--export", str(exported)]):
+        module.main()
+    row = capsys.readouterr().out.splitlines()[-1]
+    # epochs 1-3 only: epoch 0's large CDBA and SAC are before the replay
+    assert row == "| replay_a | 3 | -0.600 | -0.40 | 1.50 | 0.50 | 0.700 |"
+    assert json.loads(exported.read_text())["runs"]["replay_a"]["supervised"] == [-0.8, -0.6, -0.4]
+    with patch.object(sys, "argv", ["x", str(exported)]):
+        module.main()
+    assert capsys.readouterr().out.splitlines()[-1] == row
