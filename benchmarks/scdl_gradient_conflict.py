@@ -3,8 +3,8 @@
 For every SCDLUNet of a checkpoint (two for a co-training pair) this takes the gradients, on one foreground-centred
 patch per labeled case (train mode), of
 
-- the segmentation loss: nnU-Net's Dice + CE on the full-resolution logits (deep supervision off), which reaches μ
-  and the projection MLP through the priors in the decoder;
+- the segmentation loss: nnU-Net's Dice + CE on the full-resolution logits (deep supervision off; batch Dice as the
+  plans' configuration says), which reaches μ and the projection MLP through the priors in the decoder;
 - λ_cdba·L_CDBA on the labeled tokens and λ_sac·L_SAC, the labeled part of the trainers' SCDL loss;
 
 with respect to three parameter groups: the host U-Net (everything outside ``scdl``), the projection MLP, and the
@@ -21,6 +21,7 @@ By default the weights are those the trainer optimises (the mean teacher's stude
 weights (the EMA teacher) instead.
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -112,7 +113,10 @@ def main():
         network.load_state_dict({k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in trained.items()})
         weights = "trained (training_network_weights)"
     modules = scdl_unets(network)
-    dice_ce = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
+    model = Path(args.fold).parent  # <trainer>__<plans>__<configuration>
+    configuration = json.loads((model / "plans.json").read_text())["configurations"][model.name.split("__")[-1]]
+    dice_ce = DC_and_CE_loss({"batch_dice": bool(configuration.get("batch_dice", False)), "smooth": 1e-5,
+                              "do_bg": False, "ddp": False}, {},
                              weight_ce=1, weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
     torch.manual_seed(0)
     results = {name: gradient_conflict(module, images, labels, dice_ce, args.cdba_weight, args.sac_weight,
