@@ -34,6 +34,7 @@ from scdl_anchor_geometry import add_model_arguments, load_labeled_patches, scdl
 
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet  # noqa: E402
 from nnunetv2_scdl.training.scdl_addon import SCDLAddon  # noqa: E402
+from nnunetv2_scdl.training.ssl_base import CHECKPOINT_KEY  # noqa: E402
 
 GROUPS = ("host", "mlp", "mu")
 SCDL_LOSSES = ("cdba", "sac")
@@ -107,10 +108,10 @@ def main():
 
     checkpoint, network, images, labels = load_labeled_patches(args)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    trained = (state.get("nnunetv2_scdl") or {}).get("training_network_weights")
+    trained = state.get(CHECKPOINT_KEY, {}).get("training_network_weights")  # saved from the unwrapped network
     weights = "inference (checkpoint network weights)"
     if trained is not None and not args.inference_weights:
-        network.load_state_dict({k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in trained.items()})
+        network.load_state_dict(trained)
         weights = "trained (training_network_weights)"
     modules = scdl_unets(network)
     model = Path(args.fold).parent  # <trainer>__<plans>__<configuration>

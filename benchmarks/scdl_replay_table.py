@@ -2,7 +2,7 @@
 
 A replay continues a saved training state (copied as ``checkpoint_latest.pth`` into a fresh fold folder, then
 ``nnUNetv2_train ... --c``) with different trainers or data streams. This reads each run's per-epoch log from its
-checkpoint (``checkpoint_latest.pth``, else ``checkpoint_final.pth``) and summarises the epochs from ``--start`` on;
+checkpoint (``checkpoint_final.pth``, else ``checkpoint_latest.pth``) and summarises the epochs from ``--start`` on;
 each run is named by its nnUNet_results folder (one per replay). The table gives the mean and the worst (highest)
 supervised loss, the largest labeled CDBA and SAC, and the mean validation pseudo
 Dice. ``--export`` writes those epochs' values as JSON, and the report reads that JSON back as well as checkpoints:
@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
+from nnunetv2_scdl.evaluation.proxy_geometry import checkpoint_file
+
 TERMS = ("supervised", "scdl_cdba_labeled", "scdl_sac", "ema_fg_dice")
 
 
@@ -22,11 +24,8 @@ def run_terms(fold: Path, start: int) -> Dict[str, List[float]]:
     """The logged ``TERMS`` of one fold folder's run from epoch ``start`` on."""
     import torch
 
-    for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
-        if (fold / name).is_file():
-            logging = torch.load(fold / name, map_location="cpu", weights_only=False)["logging"]
-            return {term: [float(v) for v in logging[term][start:]] for term in TERMS}
-    raise FileNotFoundError(f"{fold} holds neither checkpoint_latest.pth nor checkpoint_final.pth.")
+    logging = torch.load(checkpoint_file(fold), map_location="cpu", weights_only=False)["logging"]
+    return {term: [float(v) for v in logging[term][start:]] for term in TERMS}
 
 
 def summary_table(runs: Dict[str, Dict[str, List[float]]]) -> str:
