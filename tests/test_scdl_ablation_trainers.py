@@ -42,6 +42,10 @@ def test_each_ablation_trainer_switches_off_one_part_of_scdl():
         assert issubclass(trainer, nnUNetTrainerSCDL_MT)
         assert trainer.scdl_network_options() == {**full, option: False}
 
+    soft_priors = find("nnUNetTrainerSCDL_MT_softPriors")
+    assert issubclass(soft_priors, nnUNetTrainerSCDL_MT)
+    assert soft_priors.scdl_network_options() == {**full, "prior_temperature": 1.0}
+
 
 def test_replay_table_summarises_the_replayed_epochs(tmp_path, capsys):
     import json

@@ -301,6 +301,33 @@ def test_priors_pass_no_gradient_to_the_proxies_when_asked(detach):
     torch.testing.assert_close(scdl(tokens).priors, reference(tokens).priors)
 
 
+def test_prior_temperature_sets_how_sharply_the_priors_weight_the_classes():
+    """τ_prior weights r^dist's samples and r^center's Q; at τ_e2p = τ_p2e it changes nothing, and a very large
+    τ_prior makes both priors the same for every token (uniform weights), which the default's are not."""
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 10, 6)
+    reference = small_scdl(dropout=0.0).eval()
+    out = reference(tokens)
+    dist, centre = out.priors[..., :8], out.priors[..., 8:16]  # D = 8
+    assert (dist - dist[:1, :1]).abs().max() > 1e-3 and (centre - centre[:1, :1]).abs().max() > 1e-3
+
+    def priors(temperature):
+        scdl = small_scdl(dropout=0.0, prior_temperature=temperature).eval()
+        scdl.load_state_dict(reference.state_dict())
+        return scdl(tokens).priors
+
+    torch.testing.assert_close(priors(0.2), out.priors)
+    soft = priors(1e6)
+    unit_samples = F.normalize(reference.class_proxies.sample(reference.num_prior_samples), dim=-1)
+    uniform_dist = F.normalize(unit_samples.reshape(-1, 8).mean(dim=0), dim=-1)
+    uniform_centre = F.normalize(F.normalize(reference.class_proxies.mu, dim=-1).mean(dim=0), dim=-1)
+    torch.testing.assert_close(soft[..., :8], uniform_dist.expand(2, 10, 8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(soft[..., 8:16], uniform_centre.expand(2, 10, 8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(soft[..., 16:], out.priors[..., 16:])  # r^tok has no temperature
+    with pytest.raises(ValueError, match="τ_prior"):
+        small_scdl(prior_temperature=0.0)
+
+
 def test_loss_terms_without_labeled_images_or_anchors_are_attached_zeros():
     scdl = small_scdl()
     out = scdl(torch.randn(2, 5, 6))

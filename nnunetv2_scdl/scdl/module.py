@@ -107,6 +107,10 @@ class SCDL(nn.Module):
             the proxies only. Default True (the paper and the released code).
         prior_grad_to_proxies: whether the priors pass the host loss's gradient on to μ and ρ. False: the priors
             read detached proxies, so only CDBA and SAC move them. Default True (the paper and the released code).
+        prior_temperature: τ_prior, the temperature of the priors' class weighting: r^dist's sample weights and the
+            Q that weights r^center (P_e2p and P_p2e both at τ_prior). A larger τ_prior makes the priors smoother
+            functions of the token embedding. None (default): the losses' temperatures, i.e. r^dist at τ_e2p and
+            r^center with the losses' Q (the paper and the released code).
     """
 
     def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 256, num_samples: int = 50,
@@ -116,7 +120,8 @@ class SCDL(nn.Module):
                  initial_sigma: Optional[float] = None, projection_hidden_dim: Optional[int] = None,
                  dropout: float = 0.2, sigma_emb_init: float = 0.05,
                  projection_in_autocast: bool = False, prior_channels: Sequence[int] = (), eval_noise_seed: int = 0,
-                 cdba_grad_to_tokens: bool = True, prior_grad_to_proxies: bool = True):
+                 cdba_grad_to_tokens: bool = True, prior_grad_to_proxies: bool = True,
+                 prior_temperature: Optional[float] = None):
         super().__init__()
         if num_samples < 1 or num_embedding_samples < 0:
             raise ValueError(f"num_samples must be >= 1 and num_embedding_samples >= 0, got {num_samples} and "
@@ -125,8 +130,9 @@ class SCDL(nn.Module):
             num_prior_samples = min(16, num_samples)
         if not 1 <= num_prior_samples <= num_samples:
             raise ValueError(f"num_prior_samples must lie in [1, num_samples={num_samples}], got {num_prior_samples}.")
-        if tau_e2p <= 0 or tau_p2e <= 0:
-            raise ValueError(f"temperatures must be positive, got τ_e2p={tau_e2p}, τ_p2e={tau_p2e}.")
+        if tau_e2p <= 0 or tau_p2e <= 0 or (prior_temperature is not None and prior_temperature <= 0):
+            raise ValueError(f"temperatures must be positive, got τ_e2p={tau_e2p}, τ_p2e={tau_p2e}, "
+                             f"τ_prior={prior_temperature}.")
         settings = get_variant(variant)
         p2e_softmax = settings.p2e_softmax if p2e_softmax is None else p2e_softmax
         if p2e_softmax not in P2E_SOFTMAX_CHOICES:
@@ -147,6 +153,7 @@ class SCDL(nn.Module):
         self.p2e_softmax = p2e_softmax
         self.cdba_grad_to_tokens = bool(cdba_grad_to_tokens)
         self.prior_grad_to_proxies = bool(prior_grad_to_proxies)
+        self.prior_temperature = None if prior_temperature is None else float(prior_temperature)
 
         if projection_hidden_dim is None:
             projection_hidden_dim = settings.projection_hidden_factor * embed_dim
@@ -193,10 +200,12 @@ class SCDL(nn.Module):
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             return self.projection(tokens.float())
 
-    def log_assignments(self, mean_similarity: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """log P_e2p, log P_p2e and log Q from G [B, L, C] (each [B, L, C])."""
-        log_e2p = e2p_log_assignment(mean_similarity, self.tau_e2p)
-        log_p2e = p2e_log_assignment(mean_similarity, self.tau_p2e, over=self.p2e_softmax)
+    def log_assignments(self, mean_similarity: Tensor, tau_e2p: Optional[float] = None,
+                        tau_p2e: Optional[float] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """log P_e2p, log P_p2e and log Q from G [B, L, C] (each [B, L, C]); temperatures default to τ_e2p, τ_p2e."""
+        log_e2p = e2p_log_assignment(mean_similarity, self.tau_e2p if tau_e2p is None else tau_e2p)
+        log_p2e = p2e_log_assignment(mean_similarity, self.tau_p2e if tau_p2e is None else tau_p2e,
+                                     over=self.p2e_softmax)
         return log_e2p, log_p2e, joint_log_assignment(log_e2p, log_p2e)
 
     def forward(self, tokens: Tensor, compute_priors: bool = True, compute_losses: bool = True) -> SCDLOutput:
@@ -223,13 +232,16 @@ class SCDL(nn.Module):
             if compute_priors:
                 if not self.prior_grad_to_proxies:
                     unit_mu, prior_samples = unit_mu.detach(), prior_samples.detach()
+                tau = self.prior_temperature
                 prior_joint = log_joint.exp()
-                if detach_tokens or not self.prior_grad_to_proxies:  # Q of the priors' own embeddings and μ
-                    prior_joint = self.log_assignments(unit_z @ unit_mu.transpose(0, 1))[2].exp()
+                if detach_tokens or not self.prior_grad_to_proxies or tau is not None:
+                    # Q of the priors' own embeddings, μ and temperature
+                    prior_joint = self.log_assignments(unit_z @ unit_mu.transpose(0, 1), tau, tau)[2].exp()
                 sample_similarity = (unit_z @ prior_samples.reshape(-1, self.embed_dim).transpose(0, 1)).view(
                     *unit_z.shape[:2], self.num_classes, self.num_prior_samples)
                 priors = torch.cat([
-                    distribution_weighted_prior(sample_similarity, prior_samples, self.tau_e2p),
+                    distribution_weighted_prior(sample_similarity, prior_samples,
+                                                self.tau_e2p if tau is None else tau),
                     centre_similarity_prior(prior_joint, unit_mu),
                     token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=self.training),
                 ], dim=-1)
