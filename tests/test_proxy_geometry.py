@@ -215,3 +215,32 @@ def test_gradient_conflict_measures_each_loss_on_each_group(options):
     assert (result["mu"]["segmentation"] == 0) == (options.get("prior_grad_to_proxies") is False)
     for group in result.values():
         assert -1 - 1e-6 <= group["cos_cdba"] <= 1 + 1e-6
+
+
+def test_prior_sharpness_recomputes_the_networks_own_priors():
+    """At τ_prior = τ_e2p the script's r^dist and r^center are those the network injects; a larger τ spreads the
+    class weights, and a very large one makes the priors constant (gain 0)."""
+    from test_scdl_unet import ANISO, labeled_batch, make_net
+
+    module = load_benchmark_script("scdl_prior_sharpness")
+    _, net = make_net(ANISO)
+    x, _ = labeled_batch(ANISO)
+    net.eval()
+    with torch.no_grad():
+        _, aux = net(x, return_scdl=True)
+        dim = net.scdl.embed_dim
+        dist, centre, alpha, joint = module.class_weighted_priors(net.scdl, aux.scdl.unit_embeddings,
+                                                                  net.scdl.tau_e2p)
+    torch.testing.assert_close(dist, aux.scdl.priors[..., :dim])
+    torch.testing.assert_close(centre, aux.scdl.priors[..., dim:2 * dim])
+    torch.testing.assert_close(joint, aux.scdl.log_joint.exp())
+    torch.testing.assert_close(alpha.sum(dim=-1), torch.ones(alpha.shape[:2]))
+    results = module.prior_sharpness(net, x, [0.05, 1.0, 1e6], repeats=2)
+    shares = [results[t]["dist_top_share"] for t in (0.05, 1.0, 1e6)]
+    assert shares[0] > shares[1] > shares[2] == pytest.approx(1 / net.num_classes, abs=1e-4)
+    assert results[1e6]["dist_gain"] < 1e-3 and results[1e6]["centre_gain"] < 1e-3
+    assert results[1.0]["dist_gain"] > 1e-3 and results[1.0]["centre_gain"] > 1e-3
+    # a gain is per unit turn of the embedding: in the linear regime it does not depend on the noise's size
+    larger = module.prior_sharpness(net, x, [1.0], noise=0.02, repeats=2)[1.0]
+    assert larger["dist_gain"] == pytest.approx(results[1.0]["dist_gain"], rel=0.1)
+    assert "| 1 |" in module.format_table({"network": results})
