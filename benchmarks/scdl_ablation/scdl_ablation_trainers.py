@@ -14,7 +14,7 @@ folder. Each class changes one class attribute or network option of ``nnUNetTrai
 - ``nnUNetTrainerSCDL_MT_proxiesDetachedInPriors``: the priors read detached proxies (``prior_grad_to_proxies``
   False), so the segmentation loss does not move μ and ρ; only CDBA and SAC do.
 - ``nnUNetTrainerSCDL_MT_softPriors``: the priors weight the classes at τ_prior = 1 (``prior_temperature``) instead
-  of the losses' 0.2, so r^dist and r^center change smoothly with the token embedding.
+  of the losses' 0.2, so r^dist and r^center spread their weight over the classes instead of saturating on one.
 """
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
 

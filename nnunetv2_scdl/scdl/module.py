@@ -108,9 +108,9 @@ class SCDL(nn.Module):
         prior_grad_to_proxies: whether the priors pass the host loss's gradient on to μ and ρ. False: the priors
             read detached proxies, so only CDBA and SAC move them. Default True (the paper and the released code).
         prior_temperature: τ_prior, the temperature of the priors' class weighting: r^dist's sample weights and the
-            Q that weights r^center (P_e2p and P_p2e both at τ_prior). A larger τ_prior makes the priors smoother
-            functions of the token embedding. None (default): the losses' temperatures, i.e. r^dist at τ_e2p and
-            r^center with the losses' Q (the paper and the released code).
+            Q that weights r^center (P_e2p and P_p2e both at τ_prior). A larger τ_prior spreads a token's prior
+            weight over more classes instead of saturating on one. None (default): the losses' temperatures, i.e.
+            r^dist at τ_e2p and r^center with the losses' Q (the paper and the released code).
     """
 
     def __init__(self, in_channels: int, num_classes: int, embed_dim: int = 256, num_samples: int = 50,
