@@ -21,7 +21,7 @@ The cases are the ``train`` cases of the fold in the preprocessed folder's ``spl
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 import numpy as np
 import torch
@@ -74,19 +74,27 @@ def scdl_unets(network: torch.nn.Module) -> List[tuple]:
     return [(name or "network", module) for name, module in network.named_modules() if isinstance(module, SCDLUNet)]
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], label_columns: int = 1) -> str:
+    """A Markdown table; the columns after the first ``label_columns`` hold numbers and are right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * label_columns + "---:|" * (len(header) - label_columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def format_tables(results: Dict[str, Dict[str, torch.Tensor]], names: Sequence[str]) -> str:
     pairs = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
     header = ["module", "token cone"] + [f"cos anchor {names[a]}–{names[b]}" for a, b in pairs] + \
              [f"cos anchor–μ {n}" for n in names] + [f"cos μ {names[a]}–{names[b]}" for a, b in pairs]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for module, r in results.items():
         row = [module, f"{float(r['token_cone']):.3f}"]
         row += [f"{float(r['anchor_cosines'][a, b]):+.3f}" for a, b in pairs]
         row += [f"{float(r['anchor_proxy_cosines'][c]):+.3f}" if r["present"][c] else "absent"
                 for c in range(len(names))]
         row += [f"{float(r['proxy_cosines'][a, b]):+.3f}" for a, b in pairs]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown_table(header, rows)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

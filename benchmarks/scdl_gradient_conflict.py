@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scdl_anchor_geometry import add_model_arguments, load_labeled_patches, scdl_unets  # noqa: E402
+from scdl_anchor_geometry import (add_model_arguments, load_labeled_patches, markdown_table,  # noqa: E402
+                                  scdl_unets)
 
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet  # noqa: E402
 from nnunetv2_scdl.training.scdl_addon import SCDLAddon  # noqa: E402
@@ -84,13 +85,10 @@ def gradient_conflict(network: SCDLUNet, images: torch.Tensor, labels: torch.Ten
 
 
 def format_table(results: Dict[str, Dict[str, Dict[str, float]]]) -> str:
-    lines = ["| module | group | ‖g‖ segmentation | ‖g‖ λ·CDBA | ‖g‖ λ·SAC | cos(seg, CDBA) | cos(seg, SAC) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for module, groups in results.items():
-        for group, r in groups.items():
-            lines.append(f"| {module} | {group} | {r['segmentation']:.4f} | {r['cdba']:.4f} | {r['sac']:.4f} | "
-                         f"{r['cos_cdba']:+.2f} | {r['cos_sac']:+.2f} |")
-    return "\n".join(lines)
+    header = ["module", "group", "‖g‖ segmentation", "‖g‖ λ·CDBA", "‖g‖ λ·SAC", "cos(seg, CDBA)", "cos(seg, SAC)"]
+    rows = [[module, group, f"{r['segmentation']:.4f}", f"{r['cdba']:.4f}", f"{r['sac']:.4f}", f"{r['cos_cdba']:+.2f}",
+             f"{r['cos_sac']:+.2f}"] for module, groups in results.items() for group, r in groups.items()]
+    return markdown_table(header, rows, label_columns=2)
 
 
 def main():

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scdl_anchor_geometry import add_model_arguments, load_labeled_patches, scdl_unets  # noqa: E402
+from scdl_anchor_geometry import (add_model_arguments, load_labeled_patches, markdown_table,  # noqa: E402
+                                  scdl_unets)
 
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet  # noqa: E402
 from nnunetv2_scdl.scdl.module import SCDL  # noqa: E402
@@ -75,13 +76,10 @@ def prior_sharpness(network: SCDLUNet, images: torch.Tensor, taus: Sequence[floa
 
 
 def format_table(results: Dict[str, Dict[float, Dict[str, float]]]) -> str:
-    lines = ["| module | τ_prior | r^dist top-class share | Q top-class share | gain r^dist | gain r^center |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for module, by_tau in results.items():
-        for tau, r in by_tau.items():
-            lines.append(f"| {module} | {tau:g} | {r['dist_top_share']:.3f} | {r['q_top_share']:.3f} | "
-                         f"{r['dist_gain']:.4f} | {r['centre_gain']:.4f} |")
-    return "\n".join(lines)
+    header = ["module", "τ_prior", "r^dist top-class share", "Q top-class share", "gain r^dist", "gain r^center"]
+    rows = [[module, f"{tau:g}", f"{r['dist_top_share']:.3f}", f"{r['q_top_share']:.3f}", f"{r['dist_gain']:.4f}",
+             f"{r['centre_gain']:.4f}"] for module, by_tau in results.items() for tau, r in by_tau.items()]
+    return markdown_table(header, rows)
 
 
 def main():
