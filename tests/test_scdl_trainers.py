@@ -65,6 +65,15 @@ def test_paper_and_released_variants_build_their_networks(trainer_class, planned
         assert (prior_sites > 0) == (expected_mode != "none"), (cls.__name__, expected_mode)
 
 
+@pytest.mark.parametrize("trainer_class", RELEASED_VARIANT_BASES, ids=lambda c: c.__name__)
+def test_prior_temperature_class_attribute_reaches_every_scdl_module(trainer_class, planned_phantom):
+    assert trainer_class.scdl_prior_temperature is None
+    soft = type(f"{trainer_class.__name__}_soft", (trainer_class,), {"scdl_prior_temperature": 1.0})
+    for cls, expected in ((trainer_class, None), (soft, 1.0)):
+        scdl_modules = [m for m in build_network(planned_phantom, cls, seed=0).modules() if isinstance(m, SCDL)]
+        assert scdl_modules and all(m.prior_temperature == expected for m in scdl_modules), cls.__name__
+
+
 def test_co_training_hosts_inject_priors_in_both_networks_only_in_the_paper_variant(planned_phantom):
     for cls, mode in ((nnUNetTrainerSCDL_GACPS, "decoder"), (nnUNetTrainerSCDL_DHC, "decoder"),
                       (ALL_TRAINERS["nnUNetTrainerSCDL_GACPS_released"], "none"),

@@ -13,7 +13,7 @@ folder. Each class changes one class attribute or network option of ``nnUNetTrai
   False), so CDBA trains the projection MLP and the proxies but not the U-Net.
 - ``nnUNetTrainerSCDL_MT_proxiesDetachedInPriors``: the priors read detached proxies (``prior_grad_to_proxies``
   False), so the segmentation loss does not move μ and ρ; only CDBA and SAC do.
-- ``nnUNetTrainerSCDL_MT_softPriors``: the priors weight the classes at τ_prior = 1 (``prior_temperature``) instead
+- ``nnUNetTrainerSCDL_MT_softPriors``: the priors weight the classes at τ_prior = 1 (``scdl_prior_temperature``) instead
   of the losses' 0.2, so r^dist and r^center spread their weight over the classes instead of saturating on one.
 """
 from nnunetv2_scdl.training.scdl_mean_teacher import nnUNetTrainerSCDL_MT
@@ -45,6 +45,4 @@ class nnUNetTrainerSCDL_MT_proxiesDetachedInPriors(nnUNetTrainerSCDL_MT):
 
 
 class nnUNetTrainerSCDL_MT_softPriors(nnUNetTrainerSCDL_MT):
-    @classmethod
-    def scdl_network_options(cls) -> dict:
-        return {**super().scdl_network_options(), "prior_temperature": 1.0}
+    scdl_prior_temperature = 1.0

@@ -3,6 +3,8 @@ injected at D_θ's full-resolution head. The same SCDL also reads D_ψ's last de
 labeled tokens come from the decoder that learns from labels. Trainer: ``nnUNetTrainerSCDL_GenericSSL``; user
 documentation: docs/generic_ssl.md.
 """
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -51,13 +53,14 @@ class GenericSSLSCDLNet(GenericSSLNet):
     """
 
     def __init__(self, *args, patch_size, token_source: str = "decoder", prior_mode: str = "head",
-                 variant: str = "paper", **kwargs):
+                 variant: str = "paper", prior_temperature: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
         image_encoder = _ImageEncoder(self.stem_image, self.encoder)
+        options = dict(token_source=token_source, variant=variant, prior_temperature=prior_temperature)
         theta = SCDLUNet(_DecoderPath(image_encoder, self.decoder), self.num_classes, patch_size,
-                         token_source=token_source, prior_mode=prior_mode, variant=variant)
+                         prior_mode=prior_mode, **options)
         psi = SCDLUNet(_DecoderPath(image_encoder, self.decoder_psi), self.num_classes, patch_size,
-                       token_source=token_source, prior_mode="none", variant=variant, rng_stream=1)
+                       prior_mode="none", rng_stream=1, **options)
         psi.scdl = theta.scdl  # one SCDL: ψ's own (built above, unused) is dropped
         # not registered children: their modules are ours already
         object.__setattr__(self, "_theta_scdl", theta)

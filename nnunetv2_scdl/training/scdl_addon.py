@@ -17,7 +17,7 @@ Each epoch also logs the proxies' geometry (:data:`SCDL_PROXY_LOG_KEYS`): the la
 proxy means over every SCDL module of the training network(s), and the mean σ. Proxies of two classes that point the
 same way (cosine near 1) give those classes the same priors.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -54,6 +54,9 @@ class SCDLAddon:
     scdl_token_source = "decoder"
     #: where the priors go, per variant ("decoder": every decoder stage; "head": the last one; "none": losses only)
     scdl_prior_modes: Dict[str, str] = {"paper": "decoder", "released": "decoder"}
+    #: τ_prior, the temperature at which the priors weight the classes (``SCDL(prior_temperature=...)``); None: the
+    #: losses' temperatures (τ_e2p = τ_p2e = 0.2), as in the paper and the released code
+    scdl_prior_temperature: Optional[float] = None
 
     @classmethod
     def scdl_network_options(cls) -> dict:
@@ -63,7 +66,8 @@ class SCDLAddon:
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"{cls.__name__}.scdl_prior_modes[{cls.scdl_variant!r}] must be one of {PRIOR_MODES}, "
                              f"got {prior_mode!r}.")
-        return {"token_source": cls.scdl_token_source, "prior_mode": prior_mode, "variant": cls.scdl_variant}
+        return {"token_source": cls.scdl_token_source, "prior_mode": prior_mode, "variant": cls.scdl_variant,
+                "prior_temperature": cls.scdl_prior_temperature}
 
     def reject_unsupported_setups(self) -> None:
         super().reject_unsupported_setups()
