@@ -30,19 +30,15 @@ from scdl_anchor_geometry import (add_model_arguments, load_labeled_patches, mar
 
 from nnunetv2_scdl.networks.scdl_unet import SCDLUNet  # noqa: E402
 from nnunetv2_scdl.scdl.module import SCDL  # noqa: E402
-from nnunetv2_scdl.scdl.priors import centre_similarity_prior, distribution_weighted_prior  # noqa: E402
 
 
 def class_weighted_priors(scdl: SCDL, unit_z: torch.Tensor, tau: float):
-    """r^dist and r^center of unit embeddings ẑ [B, L, D] at τ_prior = ``tau`` (eval-mode proxy samples), with the
-    per-class weights of r^dist (Σ_s α, [B, L, C]) and Q [B, L, C]."""
+    """r^dist and r^center of unit embeddings ẑ [B, L, D] at τ_prior = ``tau`` (eval-mode proxy samples), as
+    ``SCDL.class_weighted_priors`` computes them, with the per-class weights of r^dist (Σ_s α, [B, L, C]) and Q."""
     unit_mu, _, samples = scdl.proxy_geometry(with_mean_sample=False)  # μ̂ [C, D], p̂ [C, S_prior, D]
-    classes, num_samples = samples.shape[:2]
-    similarity = unit_z @ samples.reshape(classes * num_samples, -1).T
-    alpha = torch.softmax(similarity / tau, dim=-1).view(*unit_z.shape[:2], classes, num_samples).sum(dim=-1)
-    joint = scdl.log_assignments(unit_z @ unit_mu.T, tau, tau)[2].exp()
-    dist = distribution_weighted_prior(similarity.view(*unit_z.shape[:2], classes, num_samples), samples, tau)
-    return dist, centre_similarity_prior(joint, unit_mu), alpha, joint
+    dist, centre, joint = scdl.class_weighted_priors(unit_z, unit_mu, samples, tau)
+    alpha = torch.softmax(torch.einsum("bld,csd->blcs", unit_z, samples).flatten(2) / tau, dim=-1)
+    return dist, centre, alpha.view(*joint.shape, -1).sum(dim=-1), joint
 
 
 @torch.no_grad()

@@ -208,6 +208,22 @@ class SCDL(nn.Module):
                                      over=self.p2e_softmax)
         return log_e2p, log_p2e, joint_log_assignment(log_e2p, log_p2e)
 
+    def class_weighted_priors(self, unit_z: Tensor, unit_mu: Tensor, prior_samples: Tensor,
+                              tau: Optional[float] = None, joint: Optional[Tensor] = None
+                              ) -> Tuple[Tensor, Tensor, Tensor]:
+        """r^dist and r^center [B, L, D] of unit embeddings ẑ [B, L, D], from μ̂ [C, D] and unit samples p̂
+        [C, S_prior, D], and the Q [B, L, C] that weights r^center. The class weighting runs at ``tau`` (None:
+        τ_prior, or the losses' temperatures when τ_prior is None). ``joint``: a Q of these ẑ and μ̂ at those
+        temperatures to reuse instead of computing it."""
+        tau = self.prior_temperature if tau is None else tau
+        if joint is None:
+            joint = self.log_assignments(unit_z @ unit_mu.transpose(0, 1), tau, tau)[2].exp()
+        classes, samples = prior_samples.shape[:2]
+        sample_similarity = (unit_z @ prior_samples.reshape(classes * samples, -1).transpose(0, 1)).view(
+            *unit_z.shape[:2], classes, samples)
+        dist = distribution_weighted_prior(sample_similarity, prior_samples, self.tau_e2p if tau is None else tau)
+        return dist, centre_similarity_prior(joint, unit_mu), joint
+
     def forward(self, tokens: Tensor, compute_priors: bool = True, compute_losses: bool = True) -> SCDLOutput:
         """``tokens``: [B, L, D_x] token features → ``SCDLOutput``. Runs in fp32 with autocast disabled.
 
@@ -232,17 +248,13 @@ class SCDL(nn.Module):
             if compute_priors:
                 if not self.prior_grad_to_proxies:
                     unit_mu, prior_samples = unit_mu.detach(), prior_samples.detach()
-                tau = self.prior_temperature
-                prior_joint = log_joint.exp()
-                if detach_tokens or not self.prior_grad_to_proxies or tau is not None:
-                    # Q of the priors' own embeddings, μ and temperature
-                    prior_joint = self.log_assignments(unit_z @ unit_mu.transpose(0, 1), tau, tau)[2].exp()
-                sample_similarity = (unit_z @ prior_samples.reshape(-1, self.embed_dim).transpose(0, 1)).view(
-                    *unit_z.shape[:2], self.num_classes, self.num_prior_samples)
+                # the losses' Q serves r^center when the priors see the same ẑ, μ̂ and temperatures
+                reuse_joint = not detach_tokens and self.prior_grad_to_proxies and self.prior_temperature is None
+                prior_dist, prior_centre, _ = self.class_weighted_priors(
+                    unit_z, unit_mu, prior_samples, joint=log_joint.exp() if reuse_joint else None)
                 priors = torch.cat([
-                    distribution_weighted_prior(sample_similarity, prior_samples,
-                                                self.tau_e2p if tau is None else tau),
-                    centre_similarity_prior(prior_joint, unit_mu),
+                    prior_dist,
+                    prior_centre,
                     token_sampled_prior(z, self.sigma_emb, self.num_embedding_samples, stochastic=self.training),
                 ], dim=-1)
         return SCDLOutput(z, unit_z, mean_similarity, mean_sample_similarity, log_e2p, log_p2e, log_joint, priors)
